@@ -1,0 +1,48 @@
+# gdmd-bench: `make study` runs the shapes study, `make test` the tests (both set up .venv).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORES ?= all
+STUDY ?= config/shapes.yaml
+# jobs run `python -m ...`: put the venv first on PATH so that is its python
+SNAKEMAKE := PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES)
+
+.PHONY: setup study test lint dryrun pretrain install-pretrained report clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip -q
+	$(BIN)/pip install -e ".[test]"
+	touch $@
+
+setup: $(BIN)/.installed
+
+## the main job: the shapes study, from the committed pretrained assets
+study: setup
+	$(SNAKEMAKE) --configfile $(STUDY)
+
+## the tests (unit, CLI, DAG smoke run)
+test: setup
+	$(BIN)/pytest -q
+
+lint: setup
+	$(SNAKEMAKE) --lint --configfile $(STUDY)
+	$(BIN)/snakefmt --check workflow
+
+dryrun: setup
+	$(SNAKEMAKE) -n --configfile $(STUDY)
+
+## retrain the shapes study's teacher, CLIP and aesthetic head, then install them into resources/
+pretrain: setup
+	$(SNAKEMAKE) pretrain --configfile config/shapes.yaml
+	$(MAKE) install-pretrained
+
+install-pretrained: setup
+	$(BIN)/python -m gdmd.shapes.assets install results/pretrain/shapes resources/shapes
+
+## the HTML report of the study (after `make study`)
+report: setup
+	$(SNAKEMAKE) --configfile $(STUDY) --report results/report.html
+
+clean:
+	rm -rf results .snakemake

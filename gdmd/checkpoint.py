@@ -1,0 +1,119 @@
+"""Checkpoints: tensors in one safetensors file, everything else in one JSON file.
+
+A checkpoint is a directory `<name>/` with
+- `tensors.safetensors`: module weights (`<module>.<param>`), optimiser tensors
+  (`<opt>.state.<index>.<key>`) and RNG byte states (`rng.<name>`);
+- `state.json`: step, optimiser hyper-parameters and scalar state, numpy RNG states,
+  resolved config, package versions and anything else the caller adds.
+It is written to a temporary directory and renamed into place, so a crash (or SIGKILL)
+never leaves a half-written checkpoint under its final name. Loading never unpickles.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .io import UserError, atomic_dir, provenance
+
+TENSORS = "tensors.safetensors"
+STATE = "state.json"
+
+
+def _flatten_optimizer(name: str, opt_state: dict, tensors: dict) -> dict:
+    """Move the tensors of an optimiser state_dict into `tensors`; return the JSON remainder."""
+    scalars = {}
+    for idx, st in opt_state["state"].items():
+        scalars[str(idx)] = {}
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{name}.state.{idx}.{k}"] = v.detach().contiguous().cpu()
+            else:
+                scalars[str(idx)][k] = v
+    return {"param_groups": opt_state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(name: str, meta: dict, tensors: dict) -> dict:
+    state: dict = {}
+    prefix = f"{name}.state."
+    for key, v in tensors.items():
+        if key.startswith(prefix):
+            idx, k = key[len(prefix) :].split(".", 1)
+            state.setdefault(int(idx), {})[k] = v
+    for idx, sc in meta["scalars"].items():
+        state.setdefault(int(idx), {}).update(sc)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def rng_snapshot(numpy_rngs: dict[str, np.random.Generator] | None = None) -> tuple[dict, dict]:
+    """(tensors, json) capturing torch's CPU (and CUDA) RNG and the given numpy Generators."""
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda{i}"] = s
+    js = {k: g.bit_generator.state for k, g in (numpy_rngs or {}).items()}
+    return tensors, js
+
+
+def rng_restore(tensors: dict, js: dict, numpy_rngs: dict[str, np.random.Generator] | None = None) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    if torch.cuda.is_available():
+        states = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng.cuda"))]
+        if states:
+            torch.cuda.set_rng_state_all(states)
+    for k, g in (numpy_rngs or {}).items():
+        g.bit_generator.state = js[k]
+
+
+def save(
+    path: str | Path,
+    modules: dict[str, torch.nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer] | None = None,
+    state: dict | None = None,
+    numpy_rngs: dict[str, np.random.Generator] | None = None,
+) -> None:
+    """Write a checkpoint directory atomically (see module docstring)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, m in modules.items():
+        for k, v in m.state_dict().items():
+            tensors[f"{name}.{k}"] = v.detach().contiguous().cpu()
+    opt_meta = {name: _flatten_optimizer(name, o.state_dict(), tensors) for name, o in (optimizers or {}).items()}
+    rng_t, rng_js = rng_snapshot(numpy_rngs)
+    tensors.update(rng_t)
+    meta = {"optimizers": opt_meta, "numpy_rngs": rng_js, **provenance(), **(state or {})}
+    with atomic_dir(path) as tmp:
+        save_file(tensors, tmp / TENSORS)
+        (tmp / STATE).write_text(json.dumps(meta, indent=1))
+
+
+def load(
+    path: str | Path,
+    modules: dict[str, torch.nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer] | None = None,
+    numpy_rngs: dict[str, np.random.Generator] | None = None,
+    restore_rng: bool = True,
+) -> dict:
+    """Load a checkpoint into modules/optimisers (and RNGs); return its JSON state."""
+    path = Path(path)
+    if not (path / TENSORS).is_file() or not (path / STATE).is_file():
+        raise UserError(f"{path}: not a checkpoint (missing {TENSORS} or {STATE})")
+    tensors = load_file(path / TENSORS)
+    meta = json.loads((path / STATE).read_text())
+    for name, m in modules.items():
+        prefix = f"{name}."
+        sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        m.load_state_dict(sd)
+    for name, o in (optimizers or {}).items():
+        o.load_state_dict(_unflatten_optimizer(name, meta["optimizers"][name], tensors))
+    if restore_rng:
+        rng_restore(tensors, meta.get("numpy_rngs", {}), numpy_rngs)
+    return meta
+
+
+def load_module_weights(path: str | Path, name: str, module: torch.nn.Module) -> dict:
+    """Load only module `name`'s weights from a checkpoint (e.g. a trained generator)."""
+    return load(path, {name: module}, restore_rng=False)

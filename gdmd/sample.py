@@ -1,0 +1,83 @@
+"""Sample a run's images into GenEval's folder layout.
+
+    python -m gdmd.sample --run-config results/shapes/runs/teacher-50step.json \
+        --metadata results/shapes/prompts/evaluation_metadata.jsonl --images-per-prompt 4 \
+        --seed 0 --out results/shapes/samples/teacher-50step/seed0
+
+Teacher runs integrate the teacher's ODE with guided Euler steps; student runs (with
+--checkpoint) run their few-step generator. Every image's starting noise is drawn from its
+own generator seeded by (seed, prompt index, sample index), so an image does not depend on
+the batch size or on which other prompts are sampled. The folder is written under a
+temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from eval.geneval.folder import read_metadata, write_prompt_folder
+
+from . import backbones
+from .io import atomic_dir, atomic_write_json, provenance, run_cli
+from .samplers import euler, to_uint8
+from .study import load_run
+
+
+def image_noise(backbone, seed: int, index: int, k: int) -> torch.Tensor:
+    """The starting noise of image k of prompt `index` (1, C, H, W)."""
+    digest = hashlib.sha256(f"{seed}/{index}/{k}".encode()).digest()
+    g = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+    return backbone.noise_like(1, g)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m gdmd.sample", description=__doc__.splitlines()[0])
+    p.add_argument("--run-config", required=True, type=Path)
+    p.add_argument("--metadata", required=True, type=Path, help="GenEval metadata jsonl")
+    p.add_argument("--images-per-prompt", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", type=Path, help="trained generator (student runs)")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+
+    run = load_run(args.run_config)
+    metas = read_metadata(args.metadata)
+    backbone, teacher = backbones.load(run.backbone, run.assets.teacher, run.assets.text_encoder, device=args.device)
+    if run.method == "teacher":
+        model, sample_fn = teacher, lambda cond, noise: euler(backbone, teacher, cond, noise, run.steps, run.cfg_scale)
+    else:
+        from .methods import load_generator
+
+        model, sample_fn = load_generator(run, backbone, teacher, args.checkpoint)
+
+    jobs = [(i, k) for i in range(len(metas)) for k in range(args.images_per_prompt)]
+    images: dict[int, list] = {i: [] for i in range(len(metas))}
+    with atomic_dir(args.out) as tmp:
+        for b in tqdm(range(0, len(jobs), run.batch_size), desc=f"sample {run.run}", mininterval=5):
+            chunk = jobs[b : b + run.batch_size]
+            cond = backbone.encode_prompts([metas[i]["prompt"] for i, _ in chunk])
+            noise = torch.cat([image_noise(backbone, args.seed, i, k) for i, k in chunk])
+            with torch.no_grad():
+                x = sample_fn(cond, noise)
+            for (i, _), img in zip(chunk, to_uint8(backbone.decode(x))):
+                images[i].append(img)
+            # write finished prompts as we go, so memory stays flat
+            for i in sorted({i for i, _ in chunk}):
+                if len(images[i]) == args.images_per_prompt:
+                    write_prompt_folder(tmp, i, metas[i], images.pop(i))
+        atomic_write_json(
+            tmp / "sampling.json",
+            provenance(run=run.run, method=run.method, steps=run.steps, nfe=run.nfe, cfg_scale=run.cfg_scale, seed=args.seed,
+                       images_per_prompt=args.images_per_prompt, device=args.device),
+        )
+    print(f"wrote {len(jobs)} images of {len(metas)} prompts to {args.out}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,130 @@
+"""Pretraining of the shapes teacher: text-to-image flow matching on rendered scenes.
+
+The recipe (config/pretrain-shapes.yaml, `teacher:`): captions from the training caption
+distribution, 10% replaced by "" for classifier-free guidance; t ~ logit-normal(0, 1) as in
+SD3 (Esser et al. 2024, Sec. 3.1) or uniform; AdamW with warm-up and cosine decay; gradient
+clipping at 1; EMA of the weights, which is what gets saved. A checkpoint every
+`checkpoint_every` steps next to the output lets an interrupted run resume.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from gdmd import checkpoint
+from gdmd import config as cfglib
+from gdmd.backbones.shapes import ShapesBackbone, save_teacher
+from gdmd.losses import flow_matching_loss
+from gdmd.samplers import euler, to_uint8
+
+from .prompts import TrainingCaptions, template_prompts
+from .world import render_batch
+
+
+def sample_t(n: int, how: str, generator=None) -> torch.Tensor:
+    if how == "logit_normal":
+        return torch.sigmoid(torch.randn(n, generator=generator))
+    if how == "uniform":
+        return torch.rand(n, generator=generator)
+    raise ValueError(f"unknown time sampling {how!r}; known: logit_normal, uniform")
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1 - decay)
+
+
+@torch.no_grad()
+def quick_geneval(backbone, model, per_tag: int, images_per_prompt: int, steps: int = 50, cfg_scale: float = 4.0) -> dict:
+    """GenEval-shapes summary of a model on a small evaluation set (progress checks only;
+    the study's numbers come from the DAG's sampling and scoring rules)."""
+    from eval.geneval import select, summarize
+    from eval.geneval import judge as geneval_judge
+
+    from .detector import detect
+    from .prompts import evaluation_metadata
+
+    metas = [m for m in evaluation_metadata(per_tag, seed=1) for _ in range(images_per_prompt)]
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for i in range(0, len(metas), 128):
+        chunk = metas[i : i + 128]
+        cond = backbone.encode_prompts([m["prompt"] for m in chunk])
+        x = euler(backbone, model, cond, backbone.noise_like(len(chunk), gen), steps, cfg_scale)
+        for m, img in zip(chunk, to_uint8(backbone.decode(x))):
+            rows.append({"tag": m["tag"], "correct": geneval_judge(m, select(detect(img), m["tag"]))[0]})
+    s = summarize(rows)
+    return {"overall": round(s["overall"], 4), **{k: round(v, 4) for k, v in s["tags"].items()}}
+
+
+def train_teacher(cfg, clip_dir: Path, out: Path, command_info: dict, device: str = "cpu") -> dict:
+    from .pretrain import CsvLog, cosine_lr, to_tensor
+
+    c = cfg.teacher
+    arch = c.model.get("arch", "sd3")
+    model_cfg = {k: v for k, v in c.model.items() if k != "arch"}
+    torch.manual_seed(cfg.seed)
+    backbone = ShapesBackbone(clip_dir, arch=arch, resolution=cfg.resolution, device=device)
+    model = backbone.build(model_cfg).train()
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+    sampler = TrainingCaptions(exclude=template_prompts(), resolution=cfg.resolution, seed=cfg.seed + 2)
+    drop_rng = np.random.default_rng(cfg.seed + 3)
+    ckpt = out.with_name(f".{out.name}.ckpt")
+    log_path = out.with_name(f".{out.name}.metrics.csv")
+    start = 0
+    if ckpt.exists():
+        st = checkpoint.load(ckpt, {"model": model, "ema": ema}, {"opt": opt}, {"captions": sampler.rng, "drop": drop_rng})
+        start = st["step"]
+        print(f"resuming teacher pretraining from step {start} ({ckpt})", flush=True)
+    log = CsvLog(log_path, ["step", "loss", "grad_norm", "lr", "sec"], append=start > 0)
+    n_params = sum(p.numel() for p in model.parameters())
+    bar = tqdm(range(start, c.steps), desc=f"pretrain teacher ({n_params / 1e6:.2f}M params)", mininterval=10)
+    for step in bar:
+        t0 = time.time()
+        lr = cosine_lr(step, c.steps, c.warmup, c.lr)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        scenes, captions, _ = sampler.batch(c.batch_size)
+        captions = ["" if drop_rng.random() < c.cfg_dropout else s for s in captions]
+        x0 = backbone.encode_images(to_tensor(render_batch(scenes, cfg.resolution))).to(device)
+        cond = backbone.encode_prompts(captions)
+        t = sample_t(len(captions), c.time_sampling).to(device)
+        noise = torch.randn_like(x0)
+        v = backbone.raw_velocity(model, backbone.add_noise(x0, t, noise), t, cond)
+        loss, _ = flow_matching_loss(v, x0, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        ema_update(ema, model, min(c.ema_decay, (1 + step) / (10 + step)))
+        log.write(dict(step=step, loss=f"{loss.item():.5f}", grad_norm=f"{gn.item():.4f}", lr=f"{lr:.3e}", sec=f"{time.time() - t0:.3f}"))
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        done = step + 1
+        if done % c.checkpoint_every == 0 and done < c.steps:
+            checkpoint.save(
+                ckpt,
+                {"model": model, "ema": ema},
+                {"opt": opt},
+                {"step": done, "config": cfglib.to_dict(cfg)},
+                {"captions": sampler.rng, "drop": drop_rng},
+            )
+        if c.eval_every and done % c.eval_every == 0 and done < c.steps:
+            print(f"step {done}: {quick_geneval(backbone, ema, per_tag=10, images_per_prompt=1, cfg_scale=c.eval_cfg_scale)}", flush=True)
+    log.close()
+    metrics = {"geneval_quick": quick_geneval(backbone, ema, per_tag=c.eval_per_tag, images_per_prompt=2, cfg_scale=c.eval_cfg_scale), "params": n_params}
+    info = {"config": cfglib.to_dict(cfg), "metrics": metrics, "clip": str(clip_dir), **command_info}
+    save_teacher(ema, backbone, out, info, extra_files={"metrics.csv": log_path})
+    log_path.unlink()
+    if ckpt.exists():
+        import shutil
+
+        shutil.rmtree(ckpt)
+    return metrics

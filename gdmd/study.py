@@ -1,0 +1,97 @@
+"""A run's resolved configuration: what the DAG hands to every entry point of one run.
+
+The study config (config/<study>.yaml) is validated against workflow/schemas/ when the
+DAG is parsed; the DAG then writes one JSON file per run (results/<study>/runs/<run>.json)
+holding everything that run's jobs need. Entry points (`gdmd.sample`, `gdmd.train`) read
+that file into the frozen dataclasses below, so an unknown key or a wrong type fails there
+too, with its name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import config as cfglib
+from .io import UserError
+
+METHODS = ("teacher",)  # methods that train extend this through gdmd.methods.METHODS
+
+
+@dataclass(frozen=True)
+class Assets:
+    teacher: str
+    text_encoder: str
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    study: str
+    run: str
+    backbone: str
+    assets: Assets
+    method: str
+    steps: int  # sampling steps (teacher) or generator steps K (students)
+    cfg_scale: float = 1.0  # classifier-free guidance at sampling (teacher runs)
+    batch_size: int = 128  # sampling batch size
+    train: dict = field(default_factory=dict)  # method hyper-parameters, checked by the method
+
+    @property
+    def nfe(self) -> int:
+        """Network evaluations per image: a guided step costs two."""
+        return self.steps * (2 if self.cfg_scale != 1.0 else 1)
+
+
+def known_methods() -> tuple[str, ...]:
+    try:
+        from .methods import METHODS as trained
+    except ImportError:
+        trained = {}
+    return METHODS + tuple(trained)
+
+
+def load_run(path: str | Path) -> RunConfig:
+    import json
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: run config not found") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: malformed JSON ({e.msg})") from None
+    try:
+        run = cfglib.from_dict(RunConfig, data)
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
+    if run.method not in known_methods():
+        raise UserError(f"{path}: unknown method {run.method!r}; known: {', '.join(known_methods())}")
+    return run
+
+
+def main(argv=None):
+    """`python -m gdmd.study --settings JSON --out FILE`: check and write a run's settings."""
+    import argparse
+    import json
+
+    from .io import atomic_write_json, run_cli
+
+    def _main():
+        p = argparse.ArgumentParser(prog="python -m gdmd.study", description="Check and write one run's settings.")
+        p.add_argument("--settings", required=True, help="the run's settings as JSON")
+        p.add_argument("--out", required=True, type=Path)
+        args = p.parse_args(argv)
+        try:
+            data = json.loads(args.settings)
+        except json.JSONDecodeError as e:
+            raise UserError(f"--settings: malformed JSON ({e.msg})") from None
+        run = cfglib.from_dict(RunConfig, data)
+        if run.method not in known_methods():
+            raise UserError(f"run {run.run!r}: unknown method {run.method!r}; known: {', '.join(known_methods())}")
+        atomic_write_json(args.out, data)
+
+    run_cli(_main)
+
+
+if __name__ == "__main__":
+    main()

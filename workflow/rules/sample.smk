@@ -1,0 +1,24 @@
+rule sample:
+    input:
+        run=f"{RESULTS}/runs/{{run}}.json",
+        metadata=rules.prompts.output[0],
+        checkpoint=run_checkpoint,
+    output:
+        directory(f"{RESULTS}/samples/{{run}}/seed{{seed}}"),
+    log:
+        log_path("sample/{run}/seed{seed}"),
+    benchmark:
+        bench_path("sample/{run}/seed{seed}")
+    conda:
+        ENV
+    resources:
+        gpu=1,
+    params:
+        checkpoint=lambda w, input: (
+            f"--checkpoint {input.checkpoint}" if input.checkpoint else ""
+        ),
+        images_per_prompt=PROMPTS["images_per_prompt"],
+    shell:
+        "python -m gdmd.sample --run-config {input.run} --metadata {input.metadata}"
+        " --images-per-prompt {params.images_per_prompt} --seed {wildcards.seed}"
+        " {params.checkpoint} --out {output} > {log} 2>&1"
