@@ -28,6 +28,8 @@ test: setup
 lint: setup
 	$(SNAKEMAKE) --lint --configfile $(STUDY)
 	$(BIN)/snakefmt --check workflow
+	$(BIN)/ruff check gdmd eval reports tests benchmarks
+	$(BIN)/ruff format --check gdmd eval reports tests benchmarks
 
 dryrun: setup
 	$(SNAKEMAKE) -n --configfile $(STUDY)

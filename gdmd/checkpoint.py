@@ -12,6 +12,7 @@ never leaves a half-written checkpoint under its final name. Loading never unpic
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -75,8 +76,10 @@ def save(
     optimizers: dict[str, torch.optim.Optimizer] | None = None,
     state: dict | None = None,
     numpy_rngs: dict[str, np.random.Generator] | None = None,
+    extra_files: dict[str, Path] | None = None,
 ) -> None:
-    """Write a checkpoint directory atomically (see module docstring)."""
+    """Write a checkpoint directory atomically (see module docstring); `extra_files`
+    (name -> source path) are copied into it, inside the same atomic rename."""
     tensors: dict[str, torch.Tensor] = {}
     for name, m in modules.items():
         for k, v in m.state_dict().items():
@@ -88,6 +91,8 @@ def save(
     with atomic_dir(path) as tmp:
         save_file(tensors, tmp / TENSORS)
         (tmp / STATE).write_text(json.dumps(meta, indent=1))
+        for name, src in (extra_files or {}).items():
+            shutil.copyfile(src, tmp / name)
 
 
 def load(

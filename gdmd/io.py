@@ -7,6 +7,7 @@ complete.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -104,8 +105,17 @@ def provenance(**extra) -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        # which accelerator a scheduler gave this process (SLURM sets it for --gpus)
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         **extra,
     }
+
+
+class CliParser(argparse.ArgumentParser):
+    """argparse with a one-line error (`error: ...`, exit 2) instead of usage + message."""
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {message}\n")
 
 
 def run_cli(main):

@@ -13,7 +13,6 @@ temporary name and renamed when complete.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 from pathlib import Path
 
@@ -23,20 +22,22 @@ from tqdm import tqdm
 from eval.geneval.folder import read_metadata, write_prompt_folder
 
 from . import backbones
-from .io import atomic_dir, atomic_write_json, provenance, run_cli
+from .io import CliParser, atomic_dir, atomic_write_json, provenance, run_cli
+from .methods import load_generator, noises_per_image
 from .samplers import euler, to_uint8
 from .study import load_run
 
 
-def image_noise(backbone, seed: int, index: int, k: int) -> torch.Tensor:
-    """The starting noise of image k of prompt `index` (1, C, H, W)."""
+def image_noise(backbone, seed: int, index: int, k: int, count: int = 1) -> list[torch.Tensor]:
+    """The noises of image k of prompt `index`: `count` tensors (1, C, H, W) (the start, then
+    one per re-noising step of a few-step generator), from the image's own generator."""
     digest = hashlib.sha256(f"{seed}/{index}/{k}".encode()).digest()
     g = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
-    return backbone.noise_like(1, g)
+    return [backbone.noise_like(1, g) for _ in range(count)]
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m gdmd.sample", description=__doc__.splitlines()[0])
+    p = CliParser(prog="python -m gdmd.sample", description=__doc__.splitlines()[0])
     p.add_argument("--run-config", required=True, type=Path)
     p.add_argument("--metadata", required=True, type=Path, help="GenEval metadata jsonl")
     p.add_argument("--images-per-prompt", type=int, default=4)
@@ -49,12 +50,14 @@ def main(argv=None):
     run = load_run(args.run_config)
     metas = read_metadata(args.metadata)
     backbone, teacher = backbones.load(run.backbone, run.assets.teacher, run.assets.text_encoder, device=args.device)
+    n_noise = noises_per_image(run)
     if run.method == "teacher":
-        model, sample_fn = teacher, lambda cond, noise: euler(backbone, teacher, cond, noise, run.steps, run.cfg_scale)
-    else:
-        from .methods import load_generator
 
-        model, sample_fn = load_generator(run, backbone, teacher, args.checkpoint)
+        def sample_fn(cond, noises):
+            return euler(backbone, teacher, cond, noises[0], run.steps, run.cfg_scale)
+
+    else:
+        _, sample_fn = load_generator(run, backbone, teacher, args.checkpoint)
 
     jobs = [(i, k) for i in range(len(metas)) for k in range(args.images_per_prompt)]
     images: dict[int, list] = {i: [] for i in range(len(metas))}
@@ -62,9 +65,10 @@ def main(argv=None):
         for b in tqdm(range(0, len(jobs), run.batch_size), desc=f"sample {run.run}", mininterval=5):
             chunk = jobs[b : b + run.batch_size]
             cond = backbone.encode_prompts([metas[i]["prompt"] for i, _ in chunk])
-            noise = torch.cat([image_noise(backbone, args.seed, i, k) for i, k in chunk])
+            per_image = [image_noise(backbone, args.seed, i, k, n_noise) for i, k in chunk]
+            noises = [torch.cat([p[j] for p in per_image]) for j in range(n_noise)]
             with torch.no_grad():
-                x = sample_fn(cond, noise)
+                x = sample_fn(cond, noises)
             for (i, _), img in zip(chunk, to_uint8(backbone.decode(x))):
                 images[i].append(img)
             # write finished prompts as we go, so memory stays flat
@@ -73,8 +77,16 @@ def main(argv=None):
                     write_prompt_folder(tmp, i, metas[i], images.pop(i))
         atomic_write_json(
             tmp / "sampling.json",
-            provenance(run=run.run, method=run.method, steps=run.steps, nfe=run.nfe, cfg_scale=run.cfg_scale, seed=args.seed,
-                       images_per_prompt=args.images_per_prompt, device=args.device),
+            provenance(
+                run=run.run,
+                method=run.method,
+                steps=run.steps,
+                nfe=run.nfe,
+                cfg_scale=run.cfg_scale,
+                seed=args.seed,
+                images_per_prompt=args.images_per_prompt,
+                device=args.device,
+            ),
         )
     print(f"wrote {len(jobs)} images of {len(metas)} prompts to {args.out}")
 

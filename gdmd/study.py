@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import config as cfglib
-from .io import UserError
+from .io import CliParser, UserError
 
 METHODS = ("teacher",)  # methods that train extend this through gdmd.methods.METHODS
 
@@ -40,6 +40,55 @@ class RunConfig:
     def nfe(self) -> int:
         """Network evaluations per image: a guided step costs two."""
         return self.steps * (2 if self.cfg_scale != 1.0 else 1)
+
+
+def run_settings(study: dict, run: str) -> dict:
+    """One run's settings from a (schema-validated) study config: what runs/<run>.json holds."""
+    if run not in study["runs"]:
+        raise UserError(f"unknown run {run!r}; known: {', '.join(study['runs'])}")
+    r = study["runs"][run]
+    return {
+        "study": study["study"],
+        "run": run,
+        "backbone": study["backbone"],
+        "assets": dict(study["assets"]),
+        "method": r["method"],
+        "steps": r["steps"],
+        "cfg_scale": r.get("cfg_scale", 1.0),
+        "batch_size": study.get("sampling", {}).get("batch_size", 128),
+        "train": r.get("train", {}),
+    }
+
+
+def _path(error) -> str:
+    return ".".join(str(p) for p in error.absolute_path)
+
+
+def _message(error) -> str:
+    """One line for a jsonschema error, naming the key and, for choices, the known values."""
+    where = _path(error)
+    if error.validator == "additionalProperties":
+        known = ", ".join(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        place = f"{where}: " if where else ""
+        return f"{place}unknown key {extra[0]!r}" + (f"; known: {known}" if known else "")
+    if error.validator == "enum":
+        return f"{where}: {error.instance!r} is not one of {', '.join(map(str, error.validator_value))}"
+    if error.validator == "required":
+        return f"{where + ': ' if where else ''}{error.message}"
+    return f"{where}: {error.message}"
+
+
+def validate_study(study: dict, schema_file: str | Path, source: str = "config") -> None:
+    """Validate a study config against the JSON schema; the first error, as one line."""
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_file).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(study), key=lambda e: (len(e.absolute_path), _path(e)))
+    if errors:
+        raise UserError(f"{source}: {_message(errors[0])}")
 
 
 def known_methods() -> tuple[str, ...]:
@@ -71,13 +120,12 @@ def load_run(path: str | Path) -> RunConfig:
 
 def main(argv=None):
     """`python -m gdmd.study --settings JSON --out FILE`: check and write a run's settings."""
-    import argparse
     import json
 
     from .io import atomic_write_json, run_cli
 
     def _main():
-        p = argparse.ArgumentParser(prog="python -m gdmd.study", description="Check and write one run's settings.")
+        p = CliParser(prog="python -m gdmd.study", description="Check and write one run's settings.")
         p.add_argument("--settings", required=True, help="the run's settings as JSON")
         p.add_argument("--out", required=True, type=Path)
         args = p.parse_args(argv)

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pandas as pd
 
-from gdmd.io import atomic_path, atomic_write_text, run_cli
+from gdmd.io import CliParser, atomic_path, atomic_write_text, run_cli
 
 from . import plots, tables
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m reports", description=__doc__.splitlines()[0])
+    p = CliParser(prog="python -m reports", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("table", help="main results table (csv + markdown)")
     t.add_argument("--runs", required=True, nargs="+", type=Path, help="run settings files, in table order")
@@ -27,6 +26,9 @@ def main(argv=None):
     g = sub.add_parser("sample-grid", help="grid of samples with their prompts")
     g.add_argument("--images", required=True, type=Path)
     g.add_argument("--out", required=True, type=Path)
+    c = sub.add_parser("training-curves", help="training curves from the runs' metrics.csv")
+    c.add_argument("--runs", required=True, nargs="+", type=Path, help="final checkpoint directories")
+    c.add_argument("--out", required=True, type=Path)
     args = p.parse_args(argv)
 
     if args.cmd == "table":
@@ -39,6 +41,9 @@ def main(argv=None):
     elif args.cmd == "geneval-bars":
         with atomic_path(args.out, ".png") as tmp:
             plots.geneval_bars(pd.read_csv(args.table), tmp)
+    elif args.cmd == "training-curves":
+        with atomic_path(args.out, ".png") as tmp:
+            plots.training_curves(args.runs, tmp)
     else:
         with atomic_path(args.out, ".png") as tmp:
             plots.sample_grid(args.images, tmp)

@@ -58,3 +58,30 @@ def sample_grid(images_dir: Path, out: Path, prompts_per_tag: int = 4, max_sampl
     fig.subplots_adjust(left=0.45, wspace=0.05, hspace=0.1)
     fig.savefig(out, dpi=100, format="png")
     plt.close(fig)
+
+
+CURVES = ("dmd_loss", "fake_loss", "grad_norm_generator", "g_abs")
+
+
+def training_curves(run_dirs: list[Path], out: Path, window: int = 20) -> None:
+    """One panel per logged quantity (CURVES present in the logs), one line per run/seed.
+
+    Each run directory is a final checkpoint `.../train/<run>/seed<k>/final` with metrics.csv.
+    """
+    logs = []
+    for d in map(Path, run_dirs):
+        df = pd.read_csv(d / "metrics.csv")
+        logs.append((f"{d.parent.parent.name} {d.parent.name}", df))
+    keys = [k for k in CURVES if any(k in df.columns for _, df in logs)]
+    fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(4 * max(len(keys), 1), 3), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for label, df in logs:
+            if key in df.columns:
+                s = df[["iteration", key]].dropna()
+                ax.plot(s["iteration"], s[key].rolling(window, min_periods=1).mean(), label=label)
+        ax.set_title(key)
+        ax.set_xlabel("iteration")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110, format="png")
+    plt.close(fig)

@@ -50,4 +50,6 @@ def tiny_assets(tmp_path_factory):
 def run_cli(*args, cwd=None, env=None, timeout=600):
     """Run `python -m ...` as a user would; returns the CompletedProcess."""
     e = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
-    return subprocess.run([sys.executable, "-m", *map(str, args)], cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", *map(str, args)], cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout
+    )

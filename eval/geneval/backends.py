@@ -1,13 +1,13 @@
 """Detector backends behind one interface.
 
 A backend turns RGB images into raw per-class detections (box, score, mask and, where it
-knows it, colour); thresholding, suppression and judging are shared (`eval.geneval.rules`).
-`BACKENDS` maps the config/CLI name to a factory taking the backend's options.
+knows it, colour) with `detect(images) -> [{class: [Detection]}]`; thresholding,
+suppression and judging are shared (`eval.geneval.rules`). Backends that do not know
+colours (`needs_colors = True`) get them from GenEval's CLIP colour check.
+`BACKENDS` maps the config/CLI name to its factory.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import numpy as np
 
@@ -20,10 +20,9 @@ class ShapesBackend:
     """The exact programmatic detector of the shapes world (sets colours itself)."""
 
     name = "shapes"
+    needs_colors = False
 
-    def __init__(self, **options):
-        if options:
-            raise UserError(f"backend 'shapes' takes no options, got {', '.join(options)}")
+    def __init__(self, **_):
         from gdmd.shapes.detector import detect
 
         self._detect = detect
@@ -35,7 +34,23 @@ class ShapesBackend:
         return {"backend": self.name}
 
 
-BACKENDS: dict[str, Callable[..., object]] = {"shapes": ShapesBackend}
+def _transformers(**kw):
+    from .mask2former import TransformersMask2Former
+
+    b = TransformersMask2Former(**kw)
+    b.needs_colors = True
+    return b
+
+
+def _mmdet(**kw):
+    from .mask2former import MMDetMask2Former
+
+    b = MMDetMask2Former(**kw)
+    b.needs_colors = True
+    return b
+
+
+BACKENDS = {"shapes": ShapesBackend, "transformers": _transformers, "mmdet": _mmdet}
 
 
 def get_backend(name: str, **options):

@@ -88,6 +88,9 @@ def list_samples(root: str | Path) -> list[Sample]:
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root}: image folder not found")
+    expected = None
+    if (root / "sampling.json").is_file():  # written by gdmd.sample: how many images each prompt has
+        expected = json.loads((root / "sampling.json").read_text()).get("images_per_prompt")
     out = []
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and p.name.isdigit()):
         meta_path = sub / "metadata.jsonl"
@@ -101,6 +104,8 @@ def list_samples(root: str | Path) -> list[Sample]:
         samples = sorted(p for p in (sub / "samples").glob("*.png") if re.fullmatch(r"\d+\.png", p.name))
         if not samples:
             raise UserError(f"{sub / 'samples'}: no images (expected samples/<k:04d>.png)")
+        if expected is not None and len(samples) != expected:
+            raise UserError(f"{sub / 'samples'}: expected {expected} images, found {len(samples)}")
         out.extend(Sample(p, meta) for p in samples)
     if not out:
         raise UserError(f"{root}: no prompt folders (expected <index:05d>/metadata.jsonl and samples/)")

@@ -73,14 +73,16 @@ def select(
     """From raw per-class detections to the objects GenEval judges.
 
     Per class: keep score > threshold (counting_threshold for the `counting` tag), sort by
-    score (highest first, stable), keep at most `max_objects`, then greedily drop every
+    score, highest first (ties: the later detection first, as GenEval's reversed
+    `np.argsort` orders them), keep at most `max_objects`, then greedily drop every
     detection whose IoU with an already kept one is >= max_overlap (skipped when 1.0).
     Classes with nothing left are absent from the result.
     """
     t = counting_threshold if tag == "counting" else threshold
     out: dict[str, list[Detection]] = {}
     for name, dets in raw.items():
-        cand = sorted((d for d in dets if d.score > t), key=lambda d: -d.score)[:max_objects]
+        order = sorted(range(len(dets)), key=lambda i: (-dets[i].score, -i))
+        cand = [dets[i] for i in order if dets[i].score > t][:max_objects]
         kept: list[Detection] = []
         while cand:
             best = cand.pop(0)

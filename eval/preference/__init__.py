@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from gdmd.io import UserError
 
+from .clipscore import Aesthetic, CLIPScore
+from .hps import HPS, HPSv21
+from .imagereward import ImageReward
+from .pickscore import PickScore
 from .shapes import ShapesAesthetic, ShapesClipScore
 
-SCORERS = {c.name: c for c in (ShapesClipScore, ShapesAesthetic)}
+SCORERS = {c.name: c for c in (ShapesClipScore, ShapesAesthetic, HPS, HPSv21, PickScore, ImageReward, CLIPScore, Aesthetic)}
 
 
 def get_scorer(name: str, weights: dict, device="cpu"):

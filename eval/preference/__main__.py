@@ -10,7 +10,6 @@ Writes one row per image (filename, tag, prompt, one column per metric) and a su
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from eval.geneval.folder import list_samples, load_image
-from gdmd.io import UserError, atomic_write_json, atomic_write_text, provenance, run_cli
+from gdmd.io import CliParser, UserError, atomic_write_json, atomic_write_text, provenance, run_cli
 
 from . import SCORERS, get_scorer
 
@@ -36,7 +35,7 @@ def parse_weights(text: str) -> dict:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m eval.preference", description=__doc__.splitlines()[0])
+    p = CliParser(prog="python -m eval.preference", description=__doc__.splitlines()[0])
     p.add_argument("--images", required=True, type=Path)
     p.add_argument("--metrics", required=True, help=f"comma-separated, from: {', '.join(SCORERS)}")
     p.add_argument("--weights", default="", help="NAME=PATH,... weight paths the metrics need")
@@ -63,7 +62,12 @@ def main(argv=None):
         w.writerow([str(s.path), s.metadata["tag"], s.metadata["prompt"], *(f"{scores[n][j]:.6f}" for n in names)])
     summary = {
         "metrics": {
-            n: {"mean": float(np.mean(scores[n])), "std": float(np.std(scores[n])), "n": len(scores[n]), "description": sc.description}
+            n: {
+                "mean": float(np.mean(scores[n])),
+                "std": float(np.std(scores[n])),
+                "n": len(scores[n]),
+                "description": sc.description,
+            }
             for n, sc in zip(names, scorers)
         },
         "weights": weights,

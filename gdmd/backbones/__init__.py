@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from gdmd.io import UserError
 
-from .shapes import ShapesBackbone, load_teacher as _load_shapes
+from .shapes import ShapesBackbone
+from .shapes import load_teacher as _load_shapes
 
 BACKBONES = {"shapes": _load_shapes}
 

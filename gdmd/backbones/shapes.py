@@ -171,7 +171,9 @@ def save_teacher(model: nn.Module, backbone: ShapesBackbone, out_dir: str | Path
             shutil.copyfile(src, tmp / name)
 
 
-def load_teacher(teacher_dir: str | Path, clip_dir: str | Path, device="cpu", dtype=torch.float32) -> tuple[ShapesBackbone, nn.Module]:
+def load_teacher(
+    teacher_dir: str | Path, clip_dir: str | Path, device="cpu", dtype=torch.float32
+) -> tuple[ShapesBackbone, nn.Module]:
     """Load a saved shapes teacher (frozen) with `from_pretrained`, and its backbone adapter."""
     teacher_dir = Path(teacher_dir)
     meta_path = teacher_dir / "backbone.json"

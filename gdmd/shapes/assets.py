@@ -9,12 +9,11 @@ MANIFEST.json: the sha256 of every file and each asset's pretraining metrics.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
 
-from gdmd.io import UserError, atomic_dir, atomic_write_json, run_cli
+from gdmd.io import CliParser, UserError, atomic_dir, atomic_write_json, run_cli
 
 ASSETS = ("clip", "aesthetic", "teacher")
 
@@ -52,7 +51,7 @@ def install(src: Path, dst: Path) -> None:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m gdmd.shapes.assets", description=__doc__.splitlines()[0])
+    p = CliParser(prog="python -m gdmd.shapes.assets", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     i = sub.add_parser("install", help="verify and install pretrained assets")
     i.add_argument("src", type=Path)

@@ -8,7 +8,6 @@ metrics, provenance and the command). The DAG's `pretrain` target runs all three
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import time
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from gdmd import config as cfglib
-from gdmd.io import atomic_path, atomic_write_json, run_cli
+from gdmd.io import CliParser, run_cli
 
 from . import clip as shapes_clip
 from .detector import truth
@@ -189,7 +188,15 @@ def train_clip(cfg: PretrainConfig, out: Path, command_info: dict) -> dict:
         opt.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        log.write(dict(step=step, loss=f"{loss.item():.5f}", lr=f"{lr:.3e}", logit_scale=f"{model.logit_scale.exp().item():.2f}", sec=f"{time.time() - t0:.3f}"))
+        log.write(
+            dict(
+                step=step,
+                loss=f"{loss.item():.5f}",
+                lr=f"{lr:.3e}",
+                logit_scale=f"{model.logit_scale.exp().item():.2f}",
+                sec=f"{time.time() - t0:.3f}",
+            )
+        )
         bar.set_postfix(loss=f"{loss.item():.3f}")
     log.close()
     model.eval()
@@ -269,7 +276,7 @@ def train_aesthetic(cfg: PretrainConfig, clip_dir: Path, out: Path, command_info
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m gdmd.shapes.pretrain", description=__doc__.splitlines()[0])
+    p = CliParser(prog="python -m gdmd.shapes.pretrain", description=__doc__.splitlines()[0])
     p.add_argument("asset", choices=("clip", "aesthetic", "teacher"))
     p.add_argument("--config", required=True, help="pretraining YAML (e.g. config/pretrain-shapes.yaml)")
     p.add_argument("--out", required=True, help="output directory of the asset")

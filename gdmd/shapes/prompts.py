@@ -272,6 +272,12 @@ def violating_scene(metadata: dict, rng: np.random.Generator, res: int = DEFAULT
 # Training captions
 
 PREFIXES = ("a photo of ", "an image of ", "a picture of ", "a drawing of ", "")
+# Appended to every caption that would equal an evaluation prompt (and, so that a suffix is
+# not a sign of one, to a share of the others). The evaluation prompt is then a prefix of
+# a training caption: a causal text encoder gives its tokens the very states it gives
+# them in training, while the string itself is never a training caption.
+SUFFIXES = (" on a grey background", " on a plain background")
+SUFFIX_SHARE = 0.2
 
 
 def _np(shape: str, color: str | None) -> str:
@@ -292,9 +298,9 @@ class TrainingCaptions:
     Captions use GenEval's constructions under several phrasings (PREFIXES), mention
     colours on about half of the objects they would leave open, and count from 2 to 5.
     Each caption comes with its GenEval-schema metadata, so whether any caption is true of
-    any scene can be decided exactly (`gdmd.shapes.detector.truth`). A caption equal to
-    any string in `exclude` (the evaluation prompts) is redrawn, so no evaluation prompt is
-    ever a training caption.
+    any scene can be decided exactly (`gdmd.shapes.detector.truth`). A caption equal to a
+    string in `exclude` (the evaluation prompts) gets a SUFFIXES suffix, as do
+    SUFFIX_SHARE of the others, so no evaluation prompt is ever a training caption.
     """
 
     def __init__(self, exclude=(), resolution: int = DEFAULT_RESOLUTION, seed: int = 0):
@@ -304,12 +310,11 @@ class TrainingCaptions:
 
     def sample(self) -> tuple[list[ShapeObject], str, dict]:
         """One (scene, caption, metadata) triple."""
-        for _ in range(1000):
-            objs, caption, meta = self._draw()
-            if caption not in self.exclude:
-                meta["prompt"] = caption
-                return objs, caption, meta
-        raise RuntimeError("could not draw a training caption outside the evaluation set")
+        objs, caption, meta = self._draw()
+        if caption in self.exclude or self.rng.random() < SUFFIX_SHARE:
+            caption += SUFFIXES[self.rng.integers(len(SUFFIXES))]
+        meta["prompt"] = caption
+        return objs, caption, meta
 
     def batch(self, n: int) -> tuple[list[list[ShapeObject]], list[str], list[dict]]:
         triples = [self.sample() for _ in range(n)]
@@ -356,7 +361,7 @@ class TrainingCaptions:
 def vocabulary() -> list[str]:
     """Every word a shapes-world prompt or caption can contain, sorted."""
     words = set()
-    for p in PREFIXES:
+    for p in PREFIXES + SUFFIXES:
         words.update(p.split())
     words.update(["a", "an", "and", "of", "photo"])
     words.update(SHAPES)

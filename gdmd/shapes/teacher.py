@@ -45,8 +45,8 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 def quick_geneval(backbone, model, per_tag: int, images_per_prompt: int, steps: int = 50, cfg_scale: float = 4.0) -> dict:
     """GenEval-shapes summary of a model on a small evaluation set (progress checks only;
     the study's numbers come from the DAG's sampling and scoring rules)."""
-    from eval.geneval import select, summarize
     from eval.geneval import judge as geneval_judge
+    from eval.geneval import select, summarize
 
     from .detector import detect
     from .prompts import evaluation_metadata
@@ -105,7 +105,11 @@ def train_teacher(cfg, clip_dir: Path, out: Path, command_info: dict, device: st
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         ema_update(ema, model, min(c.ema_decay, (1 + step) / (10 + step)))
-        log.write(dict(step=step, loss=f"{loss.item():.5f}", grad_norm=f"{gn.item():.4f}", lr=f"{lr:.3e}", sec=f"{time.time() - t0:.3f}"))
+        log.write(
+            dict(
+                step=step, loss=f"{loss.item():.5f}", grad_norm=f"{gn.item():.4f}", lr=f"{lr:.3e}", sec=f"{time.time() - t0:.3f}"
+            )
+        )
         bar.set_postfix(loss=f"{loss.item():.4f}")
         done = step + 1
         if done % c.checkpoint_every == 0 and done < c.steps:
@@ -117,9 +121,15 @@ def train_teacher(cfg, clip_dir: Path, out: Path, command_info: dict, device: st
                 {"captions": sampler.rng, "drop": drop_rng},
             )
         if c.eval_every and done % c.eval_every == 0 and done < c.steps:
-            print(f"step {done}: {quick_geneval(backbone, ema, per_tag=10, images_per_prompt=1, cfg_scale=c.eval_cfg_scale)}", flush=True)
+            print(
+                f"step {done}: {quick_geneval(backbone, ema, per_tag=10, images_per_prompt=1, cfg_scale=c.eval_cfg_scale)}",
+                flush=True,
+            )
     log.close()
-    metrics = {"geneval_quick": quick_geneval(backbone, ema, per_tag=c.eval_per_tag, images_per_prompt=2, cfg_scale=c.eval_cfg_scale), "params": n_params}
+    metrics = {
+        "geneval_quick": quick_geneval(backbone, ema, per_tag=c.eval_per_tag, images_per_prompt=2, cfg_scale=c.eval_cfg_scale),
+        "params": n_params,
+    }
     info = {"config": cfglib.to_dict(cfg), "metrics": metrics, "clip": str(clip_dir), **command_info}
     save_teacher(ema, backbone, out, info, extra_files={"metrics.csv": log_path})
     log_path.unlink()

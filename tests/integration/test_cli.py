@@ -68,7 +68,9 @@ def test_geneval_preference_and_table(pipeline, tiny_assets):
     tmp, run, _, out = pipeline
     res = tmp / "results"
     g = res / "geneval" / "teacher-3step"
-    r = run_cli("eval.geneval", "--images", out, "--backend", "shapes", "--out", g / "seed0.jsonl", "--summary", g / "seed0.summary.json")
+    r = run_cli(
+        "eval.geneval", "--images", out, "--backend", "shapes", "--out", g / "seed0.jsonl", "--summary", g / "seed0.summary.json"
+    )
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in (g / "seed0.jsonl").read_text().splitlines()]
     assert len(rows) == 12
@@ -114,7 +116,14 @@ def test_missing_teacher_is_a_one_line_error_and_leaves_no_output(tiny_assets, t
 
 
 def test_unknown_method_lists_the_known_ones(tmp_path):
-    settings = {"study": "t", "run": "x", "backbone": "shapes", "assets": {"teacher": "a", "text_encoder": "b"}, "method": "dmd2", "steps": 4}
+    settings = {
+        "study": "t",
+        "run": "x",
+        "backbone": "shapes",
+        "assets": {"teacher": "a", "text_encoder": "b"},
+        "method": "dmd2",
+        "steps": 4,
+    }
     r = run_cli("gdmd.study", "--settings", json.dumps(settings), "--out", tmp_path / "x.json")
     assert r.returncode == 2 and "unknown method 'dmd2'; known: teacher" in r.stderr
     assert not (tmp_path / "x.json").exists()

@@ -70,12 +70,11 @@ def test_templates_match_geneval_official_file():
     official = [json.loads(line) for line in SHARED.read_text().splitlines()]
 
     def template(r):
-        names = sorted({c["class"] for c in r["include"]}, key=len, reverse=True)
         text = r["prompt"]
         for c in r["include"]:
             if "color" in c:
                 text = text.replace(c["color"], "<c>")
-        for i, c in enumerate(r["include"]):
+        for c in r["include"]:
             text = text.replace(c["class"] + ("es" if c["class"].endswith("s") else "s") if c["count"] > 1 else c["class"], "<o>")
         text = text.replace("an <", "a <")
         for w in ("two", "three", "four"):

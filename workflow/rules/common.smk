@@ -2,7 +2,27 @@ import json
 
 from snakemake.utils import validate
 
+from gdmd.study import validate_study
+
+# The study config against its JSON schema, at parse time: first as one line naming the
+# key (gdmd.study.validate_study), then through Snakemake, which also fills in defaults.
+validate_study(config, workflow.source_path("../schemas/config.schema.yaml"), "config")
 validate(config, schema="../schemas/config.schema.yaml")
+
+
+def check_train_sections():
+    """Each student run's `train:` section against its method's typed config, at parse time."""
+    from gdmd import config as cfglib
+    from gdmd.methods import get_method
+
+    for name, r in config["runs"].items():
+        if r["method"] != "teacher":
+            cfglib.from_dict(
+                get_method(r["method"]).Config, r.get("train", {}), f"runs.{name}.train"
+            )
+
+
+check_train_sections()
 
 # Every rule runs in the project's environment; the usual way is to create it once
 # (`make setup` or `conda env create -f environment.yml`) and run snakemake inside it.
@@ -13,7 +33,6 @@ RESULTS = f"results/{STUDY}"
 RUNS = config["runs"]
 SEEDS = config["seeds"]
 PROMPTS = config["prompts"]
-TRAINED = {}  # method name -> True for methods that train (filled by rules/train.smk)
 
 
 def log_path(name):
@@ -26,18 +45,9 @@ def bench_path(name):
 
 def run_settings(run):
     """Everything one run's jobs need, as written to results/<study>/runs/<run>.json."""
-    r = RUNS[run]
-    return {
-        "study": STUDY,
-        "run": run,
-        "backbone": config["backbone"],
-        "assets": config["assets"],
-        "method": r["method"],
-        "steps": r["steps"],
-        "cfg_scale": r.get("cfg_scale", 1.0),
-        "batch_size": config.get("sampling", {}).get("batch_size", 128),
-        "train": r.get("train", {}),
-    }
+    from gdmd.study import run_settings as settings
+
+    return settings(config, run)
 
 
 def is_trained(run):
@@ -49,6 +59,45 @@ def run_checkpoint(wildcards):
     if is_trained(wildcards.run):
         return f"{RESULTS}/train/{wildcards.run}/seed{wildcards.seed}/final"
     return []
+
+
+def trained_checkpoints():
+    return [
+        f"{RESULTS}/train/{run}/seed{seed}/final"
+        for run in RUNS
+        if is_trained(run)
+        for seed in SEEDS
+    ]
+
+
+def prompts_args():
+    """Command-line arguments of the prompts rule from the config's `prompts:` section."""
+    src = PROMPTS["source"]
+    if src == "shapes":
+        return (
+            f"--source shapes --per-tag {PROMPTS.get('per_tag', 50)}"
+            f" --seed {PROMPTS.get('seed', 0)}"
+        )
+    args = "--source geneval"
+    if "geneval_dir" in PROMPTS:
+        args += f" --geneval-dir {PROMPTS['geneval_dir']}"
+    if "limit" in PROMPTS:
+        args += f" --limit {PROMPTS['limit']}"
+    return args
+
+
+def geneval_args():
+    """Backend arguments of the geneval rule from the config's `geneval:` section."""
+    g = config["geneval"]
+    args = f"--backend {g['backend']}"
+    if g["backend"] != "shapes":
+        args += (
+            f" --detector-weights {g['detector_weights']}"
+            f" --color-weights {g['color_weights']}"
+        )
+    if "batch_size" in g:
+        args += f" --batch-size {g['batch_size']}"
+    return args
 
 
 def all_runs_seeds(pattern):

@@ -1,6 +1,7 @@
 rule geneval:
     input:
-        f"{RESULTS}/samples/{{run}}/seed{{seed}}",
+        images=f"{RESULTS}/samples/{{run}}/seed{{seed}}",
+        names=rules.prompts.output.names,
     output:
         rows=f"{RESULTS}/geneval/{{run}}/seed{{seed}}.jsonl",
         summary=f"{RESULTS}/geneval/{{run}}/seed{{seed}}.summary.json",
@@ -10,13 +11,14 @@ rule geneval:
         bench_path("geneval/{run}/seed{seed}")
     conda:
         ENV
+    threads: 4
     resources:
         gpu=1,
     params:
-        backend=config["geneval"]["backend"],
+        args=geneval_args(),
     shell:
-        "python -m eval.geneval --images {input} --backend {params.backend}"
-        " --out {output.rows} --summary {output.summary} > {log} 2>&1"
+        "python -m eval.geneval --images {input.images} --object-names {input.names}"
+        " {params.args} --out {output.rows} --summary {output.summary} > {log} 2>&1"
 
 
 rule preference:
@@ -31,6 +33,7 @@ rule preference:
         bench_path("preference/{run}/seed{seed}")
     conda:
         ENV
+    threads: 4
     resources:
         gpu=1,
     params:

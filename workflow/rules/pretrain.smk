@@ -17,6 +17,7 @@ rule pretrain_clip:
         bench_path("pretrain/clip")
     conda:
         ENV
+    threads: 4
     shell:
         "python -m gdmd.shapes.pretrain clip --config {input} --out {output} > {log} 2>&1"
 
@@ -33,6 +34,7 @@ rule pretrain_aesthetic:
         bench_path("pretrain/aesthetic")
     conda:
         ENV
+    threads: 4
     shell:
         "python -m gdmd.shapes.pretrain aesthetic --config {input.config} --clip {input.clip}"
         " --out {output} > {log} 2>&1"
@@ -50,6 +52,7 @@ rule pretrain_teacher:
         bench_path("pretrain/teacher")
     conda:
         ENV
+    threads: 4
     resources:
         gpu=1,
     shell:

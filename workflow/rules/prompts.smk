@@ -1,6 +1,7 @@
 rule prompts:
     output:
-        f"{RESULTS}/prompts/evaluation_metadata.jsonl",
+        metadata=f"{RESULTS}/prompts/evaluation_metadata.jsonl",
+        names=f"{RESULTS}/prompts/object_names.txt",
     log:
         log_path("prompts"),
     benchmark:
@@ -8,12 +9,9 @@ rule prompts:
     conda:
         ENV
     params:
-        source=PROMPTS["source"],
-        per_tag=PROMPTS["per_tag"],
-        seed=PROMPTS["seed"],
+        args=prompts_args(),
     shell:
-        "python -m eval.geneval.prompts --source {params.source} --per-tag {params.per_tag}"
-        " --seed {params.seed} --out {output} > {log} 2>&1"
+        "python -m eval.geneval.prompts {params.args} --out {output.metadata} > {log} 2>&1"
 
 
 rule run_config:

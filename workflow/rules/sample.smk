@@ -1,7 +1,7 @@
 rule sample:
     input:
         run=f"{RESULTS}/runs/{{run}}.json",
-        metadata=rules.prompts.output[0],
+        metadata=rules.prompts.output.metadata,
         checkpoint=run_checkpoint,
     output:
         directory(f"{RESULTS}/samples/{{run}}/seed{{seed}}"),
@@ -11,6 +11,7 @@ rule sample:
         bench_path("sample/{run}/seed{seed}")
     conda:
         ENV
+    threads: 4
     resources:
         gpu=1,
     params:

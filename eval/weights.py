@@ -1,0 +1,128 @@
+"""Download evaluator weights into the documented local layout (on a machine with internet).
+
+    python -m eval.weights geneval --dest weights      # Mask2Former (transformers + mmdet), CLIP ViT-L/14
+    python -m eval.weights preference --dest weights   # HPSv2/2.1, PickScore, ImageReward, aesthetic, CLIP
+    python -m eval.weights hps-prompts --dest data     # HPSv2's benchmark prompts (4 styles x 800)
+    python -m eval.weights list --dest weights         # what is there, what is missing
+
+Layout under --dest (the study configs point at these paths):
+
+    geneval/mask2former-swin-small-coco-instance/   transformers `from_pretrained` directory
+    geneval/mmdet/mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.pth   official mmdet checkpoint
+    clip/ViT-L-14-quickgelu-openai.bin              open_clip OpenAI weights (colour check, CLIPScore, aesthetic)
+    preference/HPS_v2_compressed.pt, preference/HPS_v2.1_compressed.pt
+    preference/PickScore_v1/                        transformers CLIPModel
+    preference/CLIP-ViT-H-14-laion2B-s32B-b79K/     its processor (PickScore's preprocessing)
+    preference/ImageReward/ImageReward.pt, preference/ImageReward/med_config.json
+    preference/bert-base-uncased/                   BLIP's tokenizer files
+    preference/sac+logos+ava1-l14-linearMSE.pth     LAION aesthetic MLP
+
+Tests never call this; evaluators only ever read these local paths.
+"""
+
+from __future__ import annotations
+
+import shutil
+import urllib.request
+from pathlib import Path
+
+from gdmd.io import CliParser, UserError, atomic_path, run_cli
+
+MASK2FORMER_HF = "facebook/mask2former-swin-small-coco-instance"
+# the checkpoint GenEval's evaluation/download_models.sh fetches (djghosh13/geneval)
+MMDET_URL = (
+    "https://download.openmmlab.com/mmdetection/v3.0/mask2former/mask2former_swin-s-p4-w7-224_8xb2-lsj-50e_coco/"
+    "mask2former_swin-s-p4-w7-224_8xb2-lsj-50e_coco_20220504_001756-c9d0c4f2.pth"
+)
+
+AESTHETIC_URL = "https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/sac+logos+ava1-l14-linearMSE.pth"
+HPS_PROMPT_FILES = ("anime.json", "concept-art.json", "paintings.json", "photo.json")  # dataset zhwang/HPDv2, benchmark/
+
+LAYOUT = {
+    "mask2former": Path("geneval/mask2former-swin-small-coco-instance"),
+    "mmdet": Path("geneval/mmdet/mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.pth"),
+    "clip_l14": Path("clip/ViT-L-14-quickgelu-openai.bin"),
+    "hpsv2": Path("preference/HPS_v2_compressed.pt"),
+    "hpsv21": Path("preference/HPS_v2.1_compressed.pt"),
+    "pickscore": Path("preference/PickScore_v1"),
+    "pickscore_processor": Path("preference/CLIP-ViT-H-14-laion2B-s32B-b79K"),
+    "imagereward": Path("preference/ImageReward/ImageReward.pt"),
+    "imagereward_med_config": Path("preference/ImageReward/med_config.json"),
+    "bert_tokenizer": Path("preference/bert-base-uncased"),
+    "aesthetic_mlp": Path("preference/sac+logos+ava1-l14-linearMSE.pth"),
+}
+
+
+def download_geneval(dest: Path) -> None:
+    from huggingface_hub import snapshot_download
+
+    target = dest / LAYOUT["mask2former"]
+    snapshot_download(MASK2FORMER_HF, local_dir=target, allow_patterns=["*.json", "*.safetensors"])
+    download_clip_l14(dest)
+    with atomic_path(dest / LAYOUT["mmdet"], ".pth") as tmp:
+        urllib.request.urlretrieve(MMDET_URL, tmp)
+
+
+def download_clip_l14(dest: Path) -> None:
+    from open_clip.pretrained import download_pretrained, get_pretrained_cfg
+
+    cached = download_pretrained(get_pretrained_cfg("ViT-L-14-quickgelu", "openai"), cache_dir=str(dest / ".cache"))
+    with atomic_path(dest / LAYOUT["clip_l14"], ".bin") as tmp:
+        shutil.copyfile(cached, tmp)
+
+
+def _hf_file(repo: str, name: str, target: Path, repo_type: str | None = None) -> None:
+    from huggingface_hub import hf_hub_download
+
+    cached = hf_hub_download(repo, name, repo_type=repo_type)
+    with atomic_path(target, target.suffix) as tmp:
+        shutil.copyfile(cached, tmp)
+
+
+def download_preference(dest: Path) -> None:
+    from huggingface_hub import snapshot_download
+
+    _hf_file("xswu/HPSv2", "HPS_v2_compressed.pt", dest / LAYOUT["hpsv2"])
+    _hf_file("xswu/HPSv2", "HPS_v2.1_compressed.pt", dest / LAYOUT["hpsv21"])
+    snapshot_download(
+        "yuvalkirstain/PickScore_v1", local_dir=dest / LAYOUT["pickscore"], allow_patterns=["*.json", "*.safetensors"]
+    )
+    snapshot_download(
+        "laion/CLIP-ViT-H-14-laion2B-s32B-b79K", local_dir=dest / LAYOUT["pickscore_processor"],
+        allow_patterns=["*.json", "*.txt", "merges.txt", "vocab.json"], ignore_patterns=["*config.json.bak"],
+    )  # fmt: skip
+    _hf_file("THUDM/ImageReward", "ImageReward.pt", dest / LAYOUT["imagereward"])
+    _hf_file("THUDM/ImageReward", "med_config.json", dest / LAYOUT["imagereward_med_config"])
+    snapshot_download(
+        "bert-base-uncased", local_dir=dest / LAYOUT["bert_tokenizer"], allow_patterns=["vocab.txt", "tokenizer_config.json"]
+    )
+    with atomic_path(dest / LAYOUT["aesthetic_mlp"], ".pth") as tmp:
+        urllib.request.urlretrieve(AESTHETIC_URL, tmp)
+    download_clip_l14(dest)
+
+
+def download_hps_prompts(dest: Path) -> None:
+    for name in HPS_PROMPT_FILES:
+        _hf_file("zhwang/HPDv2", f"benchmark/{name}", dest / "hpsv2" / "benchmark" / name, repo_type="dataset")
+
+
+def main(argv=None):
+    p = CliParser(prog="python -m eval.weights", description=__doc__.splitlines()[0])
+    p.add_argument("what", choices=("geneval", "preference", "hps-prompts", "list"))
+    p.add_argument("--dest", type=Path, default=Path("weights"))
+    args = p.parse_args(argv)
+    if args.what == "list":
+        for name, rel in LAYOUT.items():
+            path = args.dest / rel
+            print(f"{'ok     ' if path.exists() else 'missing'} {name:12s} {path}")
+        return
+    fetch = {"geneval": download_geneval, "preference": download_preference, "hps-prompts": download_hps_prompts}[args.what]
+    try:
+        fetch(args.dest)
+    except OSError as e:
+        raise UserError(f"download failed ({e}); run this on a machine with internet access") from None
+    print(f"{args.what} files in {args.dest}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,210 @@
+"""The one training loop of every distillation method.
+
+    python -m gdmd.train --run-config results/shapes/runs/dmd.json --seed 0 \
+        --out results/shapes/train/dmd/seed0/final
+
+The run's `method` picks its step functions from `gdmd.methods.METHODS`; each iteration
+draws a batch of training prompts and runs the steps the method's schedule names.
+
+Files (the work directory defaults to `<out>/../work`, which is not a DAG output):
+- `<work>/metrics.csv`: one row per iteration (losses, grad norms, non-finite counts,
+  seconds per iteration), read by the reports;
+- `<work>/latest/`: the checkpoint (safetensors + JSON: step, optimisers, RNG states,
+  resolved config, package versions), replaced atomically every `checkpoint_every`
+  iterations and when SIGTERM or SIGUSR1 arrive (what SLURM sends before preemption);
+  a restarted run resumes from it, bit for bit;
+- `<out>/`: the final checkpoint, with a copy of metrics.csv, written atomically at the end.
+
+A non-finite loss or gradient stops training with a one-line error naming the iteration;
+the last checkpoint (all finite) is kept.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import backbones, checkpoint
+from . import config as cfglib
+from .io import CliParser, UserError, run_cli
+from .methods import get_method
+from .study import load_run
+
+METRICS = "metrics.csv"
+
+
+class ShapesPrompts:
+    """Training prompts of the shapes world: its training caption distribution."""
+
+    def __init__(self, seed: int):
+        from gdmd.shapes.prompts import TrainingCaptions, template_prompts
+
+        self.captions = TrainingCaptions(exclude=template_prompts(), seed=seed)
+        self.rng = self.captions.rng  # checkpointed with the run
+
+    def batch(self, n: int) -> list[str]:
+        return self.captions.batch(n)[1]
+
+
+PROMPT_SOURCES = {"shapes": ShapesPrompts}
+
+
+class MetricsLog:
+    """metrics.csv in the work directory; on resume, rows past the checkpoint are dropped."""
+
+    def __init__(self, path: Path, resume_step: int):
+        self.path = path
+        self.fields: list[str] | None = None
+        rows = []
+        if resume_step > 0 and path.exists():
+            with open(path, newline="") as f:
+                reader = csv.DictReader(f)
+                self.fields = reader.fieldnames
+                rows = [r for r in reader if int(r["iteration"]) < resume_step]
+        self.rows = rows
+        self._rewrite()
+
+    def _rewrite(self):
+        with open(self.path, "w", newline="") as f:
+            if self.fields:
+                w = csv.DictWriter(f, fieldnames=self.fields)
+                w.writeheader()
+                w.writerows(self.rows)
+
+    def write(self, row: dict):
+        if self.fields is None:
+            self.fields = list(row)
+            self._rewrite()
+        missing = [k for k in row if k not in self.fields]
+        if missing:  # a step that runs only sometimes adds columns: rewrite with them
+            self.fields += missing
+            self._rewrite()
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.fields).writerow(row)
+        self.rows.append(row)
+
+
+class Preemption:
+    """Turns SIGTERM / SIGUSR1 into a flag the loop checks after each iteration."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        for s in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(s, self._handle)
+
+    def _handle(self, signum, frame):
+        self.signal = signum
+
+
+def _finite(metrics: dict) -> bool:
+    if metrics.get("nonfinite", 0):
+        return False
+    return all(math.isfinite(v) for v in metrics.values() if isinstance(v, float))
+
+
+def train(run_config: Path, seed: int, out: Path, work: Path, device: str = "cpu", max_iterations: int | None = None) -> None:
+    run = load_run(run_config)
+    method = get_method(run.method)
+    try:
+        cfg = cfglib.from_dict(method.Config, run.train, "train")
+    except UserError as e:
+        raise UserError(f"{run_config}: {e}") from None
+    if cfg.prompts not in PROMPT_SOURCES:
+        raise UserError(f"{run_config}: unknown prompt source {cfg.prompts!r}; known: {', '.join(PROMPT_SOURCES)}")
+
+    torch.manual_seed(seed)
+    backbone, teacher = backbones.load(run.backbone, run.assets.teacher, run.assets.text_encoder, device=device)
+    state = method.setup(cfg, run, backbone, teacher)
+    prompts = PROMPT_SOURCES[cfg.prompts](seed)
+    numpy_rngs = {"prompts": prompts.rng}
+
+    work.mkdir(parents=True, exist_ok=True)
+    latest = work / "latest"
+    print(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} train {run.run} seed {seed} (work {work})", flush=True)
+    start = 0
+    ckpt_state = {"run": cfglib.to_dict(run), "seed": seed}
+    if latest.exists():
+        _check_same_run(latest, ckpt_state, work)
+        meta = checkpoint.load(latest, state.modules, state.optimizers, numpy_rngs)
+        start = meta["iteration"]
+        print(f"resuming {run.run} seed {seed} from iteration {start} ({latest})", flush=True)
+    log = MetricsLog(work / METRICS, start)
+
+    def save(iteration: int):
+        checkpoint.save(latest, state.modules, state.optimizers, {"iteration": iteration, **ckpt_state}, numpy_rngs)
+
+    preempt = Preemption()
+    end = cfg.iterations if max_iterations is None else min(cfg.iterations, max_iterations)
+    bar = tqdm(range(start, end), desc=f"train {run.run} seed {seed}", initial=start, total=cfg.iterations, mininterval=5)
+    for it in bar:
+        t0 = time.time()
+        cond = backbone.encode_prompts(prompts.batch(cfg.batch_size))
+        row: dict = {"iteration": it}
+        for name in method.schedule(cfg, it):
+            row.update(method.steps[name](state, cond))
+        if not _finite(row):
+            bad = ", ".join(f"{k}={v}" for k, v in row.items() if k != "iteration")
+            kept = f"last good checkpoint {latest} (iteration {start_of(latest)})" if latest.exists() else "no checkpoint yet"
+            raise UserError(f"non-finite values at iteration {it} ({bad}); training stopped, {kept}")
+        row["sec"] = round(time.time() - t0, 4)
+        log.write(row)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k.endswith("loss")})
+        done = it + 1
+        if done % cfg.checkpoint_every == 0 or preempt.signal is not None:
+            save(done)
+        if preempt.signal is not None:
+            print(f"received signal {preempt.signal}: saved {latest} at iteration {done}, exiting", flush=True)
+            sys.exit(128 + preempt.signal)
+    if end < cfg.iterations:  # --max-iterations: stop early (tests, benchmarks), keep resumable
+        save(end)
+        return
+    final_state = {"iteration": cfg.iterations, **ckpt_state}
+    checkpoint.save(out, state.modules, state.optimizers, final_state, numpy_rngs, extra_files={METRICS: work / METRICS})
+    print(f"wrote {out}")
+
+
+def _differences(a, b, prefix=""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            yield from _differences(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)
+    elif a != b:
+        yield prefix
+
+
+def _check_same_run(latest: Path, expected: dict, work: Path) -> None:
+    """A checkpoint only resumes the run that wrote it (same settings and seed)."""
+    saved = json.loads((latest / checkpoint.STATE).read_text())
+    diff = list(_differences({"run": saved.get("run"), "seed": saved.get("seed")}, expected))
+    if diff:
+        key = diff[0].removeprefix("run.")
+        raise UserError(f"{latest}: written by another configuration ({key} differs); delete {work} to start this run over")
+
+
+def start_of(ckpt: Path) -> int:
+    return json.loads((ckpt / checkpoint.STATE).read_text())["iteration"]
+
+
+def main(argv=None):
+    p = CliParser(prog="python -m gdmd.train", description=__doc__.splitlines()[0])
+    p.add_argument("--run-config", required=True, type=Path)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, type=Path, help="final checkpoint directory")
+    p.add_argument("--work", type=Path, help="checkpoints and metrics while training (default <out>/../work)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--max-iterations", type=int, help="stop after this many iterations (keeps the run resumable)")
+    args = p.parse_args(argv)
+    np.seterr(all="ignore")
+    train(args.run_config, args.seed, args.out, args.work or args.out.parent / "work", args.device, args.max_iterations)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,145 @@
+"""`python -m gdmd.train`: logs, final checkpoint, exact resume after SIGKILL and SIGTERM."""
+
+import csv
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from safetensors.torch import load_file
+
+from ..conftest import ROOT, run_cli
+
+TRAIN = {"iterations": 12, "batch_size": 3, "gen_every": 2, "checkpoint_every": 3, "lr_generator": 1e-3, "lr_fake": 1e-3}
+
+
+def _settings(tmp_path, assets, train=TRAIN):
+    path = tmp_path / "dmd.json"
+    path.write_text(
+        json.dumps(
+            {
+                "study": "t",
+                "run": "dmd",
+                "backbone": "shapes",
+                "assets": {"teacher": str(assets / "teacher"), "text_encoder": str(assets / "clip")},
+                "method": "dmd",
+                "steps": 4,
+                "train": train,
+            }
+        )
+    )
+    return path
+
+
+def _rows(path):
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _tensors(ckpt):
+    t = load_file(ckpt / "tensors.safetensors")
+    return {k: v for k, v in t.items() if not k.startswith("rng.")}
+
+
+def _assert_identical(a, b):
+    ta, tb = _tensors(a), _tensors(b)
+    assert ta.keys() == tb.keys()
+    different = [k for k in ta if not (ta[k] == tb[k]).all()]
+    assert not different, different[:5]
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_assets, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ref")
+    run = _settings(tmp, tiny_assets)
+    out = tmp / "seed0" / "final"
+    r = run_cli("gdmd.train", "--run-config", run, "--seed", 0, "--out", out)
+    assert r.returncode == 0, r.stderr
+    return run, out
+
+
+def test_final_checkpoint_and_metrics(reference):
+    _, out = reference
+    rows = _rows(out / "metrics.csv")
+    assert [int(r["iteration"]) for r in rows] == list(range(12))
+    assert {"fake_loss", "dmd_loss", "nonfinite", "grad_norm_generator", "grad_norm_fake", "sec"} <= set(rows[0])
+    assert rows[1]["dmd_loss"] == ""  # the generator updates every 2nd iteration
+    state = json.loads((out / "state.json").read_text())
+    assert state["iteration"] == 12 and state["run"]["train"]["gen_every"] == 2 and "torch" in state["versions"]
+    assert any(k.startswith("generator.") for k in _tensors(out))
+
+
+def _start(run, out):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "gdmd.train", "--run-config", str(run), "--seed", "0", "--out", str(out)]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_rows(proc, metrics, n, timeout=300):
+    t0 = time.time()
+    while len(_rows(metrics)) < n:
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.time() - t0 < timeout
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_resume_is_bit_identical(reference, tmp_path, sig):
+    run, ref_out = reference
+    out = tmp_path / "seed0" / "final"
+    metrics = tmp_path / "seed0" / "work" / "metrics.csv"
+    kill_at = random.Random(sig).randint(2, 10)
+    proc = _start(run, out)
+    _wait_for_rows(proc, metrics, kill_at)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 128 + signal.SIGTERM
+        saved = json.loads((tmp_path / "seed0" / "work" / "latest" / "state.json").read_text())["iteration"]
+        assert saved >= kill_at and f"saved {tmp_path / 'seed0' / 'work' / 'latest'} at iteration {saved}" in err + _
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    assert not out.exists()
+    r = run_cli("gdmd.train", "--run-config", run, "--seed", 0, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "resuming dmd seed 0 from iteration" in r.stdout
+    _assert_identical(out, ref_out)
+    assert [int(x["iteration"]) for x in _rows(out / "metrics.csv")] == list(range(12))
+
+
+def test_unknown_train_key_is_named(tiny_assets, tmp_path):
+    run = _settings(tmp_path, tiny_assets, {**TRAIN, "gen_evry": 3})
+    r = run_cli("gdmd.train", "--run-config", run, "--out", tmp_path / "final")
+    assert r.returncode == 2 and "train: unknown key 'gen_evry'" in r.stderr and "gen_every" in r.stderr
+    assert not (tmp_path / "final").exists()
+
+
+def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_assets, tmp_path):
+    # a fake-score learning rate of 1e30: iteration 0 is finite, its update is not
+    run = _settings(tmp_path, tiny_assets, {**TRAIN, "lr_fake": 1e30, "checkpoint_every": 1})
+    out = tmp_path / "seed0" / "final"
+    r = run_cli("gdmd.train", "--run-config", run, "--out", out)
+    assert r.returncode == 2
+    line = r.stderr.strip().splitlines()[-1]
+    assert "non-finite values at iteration" in line and "training stopped, last good checkpoint" in line
+    assert not out.exists()
+    latest = tmp_path / "seed0" / "work" / "latest"
+    assert line.startswith("error: non-finite values at iteration 1 (")
+    assert line.endswith(f"last good checkpoint {latest} (iteration 1)")
+    assert json.loads((latest / "state.json").read_text())["iteration"] == 1
+
+
+def test_resume_refuses_a_changed_config(reference, tiny_assets, tmp_path):
+    run = _settings(tmp_path, tiny_assets)
+    out = tmp_path / "seed0" / "final"
+    r = run_cli("gdmd.train", "--run-config", run, "--out", out, "--max-iterations", 3)
+    assert r.returncode == 0, r.stderr
+    _settings(tmp_path, tiny_assets, {**TRAIN, "lr_fake": 5e-4})
+    r = run_cli("gdmd.train", "--run-config", run, "--out", out)
+    assert r.returncode == 2 and "train.lr_fake differs" in r.stderr and "delete" in r.stderr

@@ -1,0 +1,141 @@
+"""The DAG on a real single-node SLURM (profiles/local-slurm): submission, GPU requests, preemption.
+
+Needs Debian's SLURM (profiles/local-slurm/cluster.sh install) and root; .ci/run installs
+it and sets GDMD_REQUIRE_SLURM=1, so there a missing SLURM fails instead of skipping.
+"""
+
+import csv
+import os
+import random
+import re
+import shutil
+import subprocess
+import time
+
+import pandas as pd
+import pytest
+import yaml
+
+from ..conftest import ROOT
+from ..integration.test_dag import BIN, snakemake
+
+CLUSTER = ROOT / "profiles" / "local-slurm" / "cluster.sh"
+PROFILE = ROOT / "profiles" / "local-slurm"
+GPU_RULES = {"sample", "train", "geneval", "preference"}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    missing = shutil.which("sbatch") is None or shutil.which("slurmctld") is None
+    if missing or os.geteuid() != 0:
+        why = "SLURM is not installed (profiles/local-slurm/cluster.sh install)" if missing else "needs root"
+        if os.environ.get("GDMD_REQUIRE_SLURM"):
+            pytest.fail(why)
+        pytest.skip(why)
+    subprocess.run([str(CLUSTER), "start"], check=True, capture_output=True, timeout=120)
+    yield
+    subprocess.run([str(CLUSTER), "stop"], capture_output=True, timeout=120)
+
+
+def make_workdir(path, **train):
+    """Project configs + committed assets in `path`; the smoke study, optionally with a longer DMD run."""
+    path.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(ROOT / "config", path / "config")
+    (path / "resources").symlink_to(ROOT / "resources")
+    if train:
+        cfg = yaml.safe_load((path / "config" / "smoke.yaml").read_text())
+        cfg["runs"] = {"dmd": {**cfg["runs"]["dmd"], "train": {**cfg["runs"]["dmd"]["train"], **train}}}
+        cfg["seeds"] = [0]
+        (path / "config" / "smoke.yaml").write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def submitted_jobs(output: str) -> dict[int, str]:
+    """SLURM job id -> rule name, from Snakemake's 'submitted with SLURM jobid' lines."""
+    jobs = {}
+    for m in re.finditer(r"has been submitted with SLURM jobid (\d+) \(log: [^)]*/rule_(\w+?)/", output):
+        jobs[int(m.group(1))] = m.group(2)
+    return jobs
+
+
+def test_srun_gpu_sets_cuda_visible_devices(cluster):
+    r = subprocess.run(
+        ["srun", "--gpus=1", "bash", "-c", "echo $CUDA_VISIBLE_DEVICES"], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0 and r.stdout.strip() in {"0", "1"}, r.stderr
+
+
+def test_smoke_study_through_slurm_equals_local(cluster, tmp_path):
+    local = make_workdir(tmp_path / "local")
+    r = snakemake(local, "--cores", "2", "--configfile", "config/smoke.yaml")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    n_jobs = int(re.search(r"^total\s+(\d+)", r.stdout + r.stderr, re.M).group(1))
+
+    slurm = make_workdir(tmp_path / "slurm")
+    r = snakemake(slurm, "--profile", PROFILE, "--configfile", "config/smoke.yaml")
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    jobs = submitted_jobs(out)
+    assert len(jobs) == n_jobs - 1  # every job but the target rule `all` went through sbatch
+    for job_id, rule in jobs.items():
+        info = subprocess.run(["scontrol", "show", "job", str(job_id)], capture_output=True, text=True).stdout
+        assert ("gres:gpu:1" in info) == (rule in GPU_RULES), (rule, info)
+    for sampling in (slurm / "results" / "smoke" / "samples").glob("*/seed*/sampling.json"):
+        assert yaml.safe_load(sampling.read_text())["cuda_visible_devices"] in {"0", "1"}
+    a = pd.read_csv(local / "results" / "smoke" / "tables" / "main.csv")
+    b = pd.read_csv(slurm / "results" / "smoke" / "tables" / "main.csv")
+    pd.testing.assert_frame_equal(a, b)
+
+
+def _train_rows(workdir):
+    path = workdir / "results" / "smoke" / "train" / "dmd" / "seed0" / "work" / "metrics.csv"
+    if not path.exists():
+        return 0
+    with open(path, newline="") as f:
+        return sum(1 for _ in csv.DictReader(f))
+
+
+def _train_job():
+    out = subprocess.run(["squeue", "-h", "-o", "%i %k %T"], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        job, comment, state = line.split()
+        if comment.startswith("rule_train") and state == "RUNNING":
+            return job
+    return None
+
+
+def test_preemption_resumes_training_and_changes_nothing(cluster, tmp_path):
+    train = {"iterations": 40, "checkpoint_every": 4}
+    ref = make_workdir(tmp_path / "ref", **train)
+    r = snakemake(ref, "--cores", "2", "--configfile", "config/smoke.yaml")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+
+    work = make_workdir(tmp_path / "preempted", **train)
+    rng = random.Random(0)
+    kill_points = sorted(rng.sample(range(5, 36), 3))
+    for k in kill_points:
+        env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+        cmd = [str(BIN / "snakemake"), "-s", str(ROOT / "workflow" / "Snakefile"), "--directory", str(work),
+               "--profile", str(PROFILE), "--configfile", "config/smoke.yaml"]  # fmt: skip
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        t0 = time.time()
+        while _train_rows(work) < k:
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            assert time.time() - t0 < 900
+            time.sleep(0.2)
+        job = _train_job()
+        assert job is not None
+        subprocess.run(["scancel", job], check=True)
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode != 0, out[-2000:]
+    r = snakemake(work, "--profile", PROFILE, "--configfile", "config/smoke.yaml")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    log = (work / "results" / "smoke" / "logs" / "train" / "dmd" / "seed0.log").read_text()
+    resumed = [int(x) for x in re.findall(r"resuming dmd seed 0 from iteration (\d+)", log)]
+    assert len(resumed) == 3 and resumed == sorted(resumed) and resumed[0] >= 4
+    # each attempt resumed near where it was killed: SIGTERM saves on the spot, at worst
+    # the periodic checkpoint before it (every 4 iterations) is used
+    assert all(abs(k - i) <= 4 for k, i in zip(kill_points, resumed)), (kill_points, resumed)
+    a = pd.read_csv(ref / "results" / "smoke" / "tables" / "main.csv")
+    b = pd.read_csv(work / "results" / "smoke" / "tables" / "main.csv")
+    pd.testing.assert_frame_equal(a, b)

@@ -1,0 +1,323 @@
+"""Parity of the real preference scorers with reference computations written here from the
+original formulas and preprocessing, on tiny random-weight models saved in the official
+checkpoint formats. Nothing is downloaded."""
+
+import json
+import math
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import save_file
+from torchvision import transforms as T
+
+from eval.preference import SCORERS, get_scorer
+from eval.preference.offline import char_clip_tokenizer
+
+MEAN = (0.48145466, 0.4578275, 0.40821073)
+STD = (0.26862954, 0.26130258, 0.27577711)
+PROMPTS = ["a photo of a cat", "two red apples on a table", "a dog left of a bench"]
+
+TINY_CLIP = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+
+
+@pytest.fixture()
+def images():
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (40 + 8 * i, 48, 3), dtype=np.uint8) for i in range(3)]
+
+
+@pytest.fixture()
+def open_clip_registry(tmp_path, monkeypatch):
+    """Tiny configs under the real architecture names, for this test only."""
+    import open_clip.factory as factory
+
+    saved = dict(factory._MODEL_CONFIGS)
+    cfg_dir = tmp_path / "open_clip_configs"
+    cfg_dir.mkdir()
+    (cfg_dir / "ViT-H-14.json").write_text(json.dumps(TINY_CLIP))
+    (cfg_dir / "ViT-L-14-quickgelu.json").write_text(json.dumps({**TINY_CLIP, "quick_gelu": True}))
+    monkeypatch.setenv("GDMD_OPEN_CLIP_CONFIGS", str(cfg_dir))
+    open_clip.add_model_config(cfg_dir)
+    yield cfg_dir
+    factory._MODEL_CONFIGS.clear()
+    factory._MODEL_CONFIGS.update(saved)
+
+
+def _ref_clip_features(model, tokenizer, pixels, prompts):
+    with torch.no_grad():
+        i = F.normalize(model.encode_image(pixels), dim=-1)
+        t = F.normalize(model.encode_text(tokenizer(prompts)), dim=-1)
+    return (i * t).sum(-1)
+
+
+# -- HPSv2 / HPSv2.1 ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["hpsv2", "hpsv21"])
+def test_hps_parity(open_clip_registry, tmp_path, images, name):
+    torch.manual_seed(1)
+    model = open_clip.create_model("ViT-H-14")
+    ckpt = tmp_path / "HPS.pt"
+    torch.save({"state_dict": model.state_dict()}, ckpt)  # HPS checkpoints keep the weights under state_dict
+    got = get_scorer(name, {name: str(ckpt)}).score(images, PROMPTS)
+    # HPSv2's validation transform: ToTensor, Resize(224, bicubic) on the tensor, CenterCrop, normalise
+    tf = T.Compose(
+        [T.ToTensor(), T.Resize(32, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(32), T.Normalize(MEAN, STD)]
+    )
+    pixels = torch.stack([tf(Image.fromarray(im)) for im in images])
+    want = 100 * _ref_clip_features(model.eval(), open_clip.get_tokenizer("ViT-H-14"), pixels, PROMPTS).numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+
+
+# -- CLIPScore and aesthetic ----------------------------------------------------------------
+
+
+def _openai_clip(tmp_path):
+    torch.manual_seed(2)
+    model = open_clip.create_model("ViT-L-14-quickgelu")
+    path = tmp_path / "clip.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    tf = T.Compose(
+        [T.Resize(32, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(32), T.ToTensor(), T.Normalize(MEAN, STD)]
+    )
+    return model.eval(), path, tf
+
+
+def test_clipscore_parity(open_clip_registry, tmp_path, images):
+    model, path, tf = _openai_clip(tmp_path)
+    got = get_scorer("clipscore", {"clip_l14": str(path)}).score(images, PROMPTS)
+    pixels = torch.stack([tf(Image.fromarray(im).convert("RGB")) for im in images])
+    cos = _ref_clip_features(model, open_clip.get_tokenizer("ViT-L-14-quickgelu"), pixels, PROMPTS)
+    want = np.maximum(100 * cos.numpy(), 0)  # torchmetrics: max(100 * cos, 0)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+
+
+def test_aesthetic_parity(open_clip_registry, tmp_path, images):
+    model, path, tf = _openai_clip(tmp_path)
+    torch.manual_seed(3)
+    dims = [16, 1024, 128, 64, 16, 1]
+    state = {}
+    for i, (a, b) in zip([0, 2, 4, 6, 7], zip(dims[:-1], dims[1:])):
+        state[f"layers.{i}.weight"] = torch.randn(b, a) / math.sqrt(a)
+        state[f"layers.{i}.bias"] = torch.randn(b) * 0.1
+    mlp = tmp_path / "sac+logos+ava1-l14-linearMSE.pth"
+    torch.save(state, mlp)
+    got = get_scorer("aesthetic", {"clip_l14": str(path), "aesthetic_mlp": str(mlp)}).score(images, PROMPTS)
+    pixels = torch.stack([tf(Image.fromarray(im).convert("RGB")) for im in images])
+    with torch.no_grad():
+        x = F.normalize(model.encode_image(pixels), dim=-1)
+        for i in [0, 2, 4, 6, 7]:  # the original MLP: linear layers, dropout between, no activations
+            x = x @ state[f"layers.{i}.weight"].T + state[f"layers.{i}.bias"]
+    np.testing.assert_allclose(got, x[:, 0].numpy(), rtol=0, atol=1e-4)
+
+
+# -- PickScore ------------------------------------------------------------------------------
+
+
+def test_pickscore_parity(tmp_path, images):
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    tok, vocab = char_clip_tokenizer(tmp_path / "tok")
+    cfg = CLIPConfig(
+        text_config={"vocab_size": vocab, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                     "num_attention_heads": 2, "max_position_embeddings": 77, "bos_token_id": 0, "eos_token_id": 1},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8},
+        projection_dim=16,
+    )  # fmt: skip
+    torch.manual_seed(4)
+    model = CLIPModel(cfg).eval()
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(100.0))
+    model.save_pretrained(tmp_path / "PickScore_v1")
+    proc = CLIPProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}), tokenizer=tok
+    )
+    proc.save_pretrained(tmp_path / "processor")
+    got = get_scorer(
+        "pickscore", {"pickscore": str(tmp_path / "PickScore_v1"), "pickscore_processor": str(tmp_path / "processor")}
+    )
+    got = got.score(images, PROMPTS)
+    # the PickScore model card's computation: processor, features, logit_scale.exp() * cos
+    inputs = proc(images=[Image.fromarray(im) for im in images], text=PROMPTS, padding=True, truncation=True, max_length=77,
+                  return_tensors="pt")  # fmt: skip
+    with torch.no_grad():
+        i = model.vision_model(pixel_values=inputs["pixel_values"]).pooler_output
+        i = F.normalize(model.visual_projection(i), dim=-1)
+        t = model.text_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).pooler_output
+        t = F.normalize(model.text_projection(t), dim=-1)
+        want = (model.logit_scale.exp() * (i * t).sum(-1)).numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+
+
+# -- ImageReward ----------------------------------------------------------------------------
+
+DV, DT, HV, HT, PATCH, SIZE, LV, LT, VOCAB = 32, 24, 2, 2, 8, 32, 2, 2, 40
+
+
+def _official_imagereward_state():
+    """Random weights under the official ImageReward.pt names (BLIP ViT + BERT med + MLP)."""
+    g = torch.Generator().manual_seed(5)
+
+    def r(*shape, scale=0.2):
+        return torch.randn(*shape, generator=g) * scale
+
+    n = (SIZE // PATCH) ** 2
+    sd = {
+        "blip.visual_encoder.cls_token": r(1, 1, DV),
+        "blip.visual_encoder.pos_embed": r(1, n + 1, DV),
+        "blip.visual_encoder.patch_embed.proj.weight": r(DV, 3, PATCH, PATCH, scale=0.05),
+        "blip.visual_encoder.patch_embed.proj.bias": r(DV),
+        "blip.visual_encoder.norm.weight": 1 + r(DV),
+        "blip.visual_encoder.norm.bias": r(DV),
+    }
+    for i in range(LV):
+        p = f"blip.visual_encoder.blocks.{i}."
+        sd.update({p + "norm1.weight": 1 + r(DV), p + "norm1.bias": r(DV), p + "norm2.weight": 1 + r(DV), p + "norm2.bias": r(DV),
+                   p + "attn.qkv.weight": r(3 * DV, DV), p + "attn.qkv.bias": r(3 * DV), p + "attn.proj.weight": r(DV, DV),
+                   p + "attn.proj.bias": r(DV), p + "mlp.fc1.weight": r(2 * DV, DV), p + "mlp.fc1.bias": r(2 * DV),
+                   p + "mlp.fc2.weight": r(DV, 2 * DV), p + "mlp.fc2.bias": r(DV)})  # fmt: skip
+    t = "blip.text_encoder."
+    sd.update({t + "embeddings.word_embeddings.weight": r(VOCAB, DT), t + "embeddings.position_embeddings.weight": r(64, DT),
+               t + "embeddings.LayerNorm.weight": 1 + r(DT), t + "embeddings.LayerNorm.bias": r(DT),
+               t + "embeddings.position_ids": torch.arange(64)[None]})  # fmt: skip
+    for i in range(LT):
+        p = f"{t}encoder.layer.{i}."
+        for att, kv in (("attention", DT), ("crossattention", DV)):
+            sd.update({p + f"{att}.self.query.weight": r(DT, DT), p + f"{att}.self.query.bias": r(DT),
+                       p + f"{att}.self.key.weight": r(DT, kv), p + f"{att}.self.key.bias": r(DT),
+                       p + f"{att}.self.value.weight": r(DT, kv), p + f"{att}.self.value.bias": r(DT),
+                       p + f"{att}.output.dense.weight": r(DT, DT), p + f"{att}.output.dense.bias": r(DT),
+                       p + f"{att}.output.LayerNorm.weight": 1 + r(DT), p + f"{att}.output.LayerNorm.bias": r(DT)})  # fmt: skip
+        sd.update({p + "intermediate.dense.weight": r(2 * DT, DT), p + "intermediate.dense.bias": r(2 * DT),
+                   p + "output.dense.weight": r(DT, 2 * DT), p + "output.dense.bias": r(DT),
+                   p + "output.LayerNorm.weight": 1 + r(DT), p + "output.LayerNorm.bias": r(DT)})  # fmt: skip
+    dims = [DT, 1024, 128, 64, 16, 1]
+    for i, (a, b) in zip([0, 2, 4, 6, 7], zip(dims[:-1], dims[1:])):
+        sd[f"mlp.layers.{i}.weight"] = r(b, a, scale=1 / math.sqrt(a))
+        sd[f"mlp.layers.{i}.bias"] = r(b, scale=0.1)
+    return sd
+
+
+def _ref_imagereward(sd, pixels, ids, mask):
+    """ImageReward's forward written out from the BLIP ViT, BLIP's BERT (med.py) and the MLP."""
+
+    def ln(x, p, eps):
+        return F.layer_norm(x, x.shape[-1:], sd[p + ".weight"], sd[p + ".bias"], eps)
+
+    def lin(x, p):
+        return x @ sd[p + ".weight"].T + sd[p + ".bias"]
+
+    def attend(q, k, v, heads, bias=None):
+        b, lq, d = q.shape
+        split = lambda x: x.view(b, x.shape[1], heads, d // heads).transpose(1, 2)  # noqa: E731
+        s = split(q) @ split(k).transpose(-1, -2) / math.sqrt(d // heads)
+        if bias is not None:
+            s = s + bias
+        return (s.softmax(-1) @ split(v)).transpose(1, 2).reshape(b, lq, d)
+
+    v = "blip.visual_encoder."
+    x = (
+        F.conv2d(pixels, sd[v + "patch_embed.proj.weight"], sd[v + "patch_embed.proj.bias"], stride=PATCH)
+        .flatten(2)
+        .transpose(1, 2)
+    )
+    x = torch.cat([sd[v + "cls_token"].expand(len(x), -1, -1), x], 1) + sd[v + "pos_embed"]
+    for i in range(LV):
+        p = f"{v}blocks.{i}."
+        h = ln(x, p + "norm1", 1e-6)
+        q, k, val = lin(h, p + "attn.qkv").chunk(3, dim=-1)
+        x = x + lin(attend(q, k, val, HV), p + "attn.proj")
+        x = x + lin(F.gelu(lin(ln(x, p + "norm2", 1e-6), p + "mlp.fc1")), p + "mlp.fc2")
+    img = ln(x, v + "norm", 1e-6)
+    t = "blip.text_encoder."
+    h = sd[t + "embeddings.word_embeddings.weight"][ids] + sd[t + "embeddings.position_embeddings.weight"][: ids.shape[1]]
+    h = ln(h, t + "embeddings.LayerNorm", 1e-12)
+    bias = (1.0 - mask[:, None, None, :].float()) * -10000.0
+    for i in range(LT):
+        p = f"{t}encoder.layer.{i}."
+        a = attend(
+            lin(h, p + "attention.self.query"), lin(h, p + "attention.self.key"), lin(h, p + "attention.self.value"), HT, bias
+        )
+        h = ln(lin(a, p + "attention.output.dense") + h, p + "attention.output.LayerNorm", 1e-12)
+        c = attend(lin(h, p + "crossattention.self.query"), lin(img, p + "crossattention.self.key"),
+                   lin(img, p + "crossattention.self.value"), HT)  # fmt: skip
+        h = ln(lin(c, p + "crossattention.output.dense") + h, p + "crossattention.output.LayerNorm", 1e-12)
+        f = lin(F.gelu(lin(h, p + "intermediate.dense")), p + "output.dense")
+        h = ln(f + h, p + "output.LayerNorm", 1e-12)
+    r = h[:, 0]
+    for i in [0, 2, 4, 6, 7]:
+        r = lin(r, f"mlp.layers.{i}")
+    return ((r[:, 0] - 0.16717362830052426) / 1.0333394966054072).numpy()
+
+
+@pytest.fixture()
+def imagereward_files(tmp_path):
+    sd = _official_imagereward_state()
+    torch.save(sd, tmp_path / "ImageReward.pt")
+    med = {"vocab_size": VOCAB, "hidden_size": DT, "encoder_width": DV, "intermediate_size": 2 * DT, "num_hidden_layers": LT,
+           "num_attention_heads": HT, "max_position_embeddings": 64, "layer_norm_eps": 1e-12, "hidden_act": "gelu",
+           "vision_heads": HV, "add_cross_attention": True}  # fmt: skip
+    (tmp_path / "med_config.json").write_text(json.dumps(med))
+    tok = tmp_path / "bert"
+    tok.mkdir()
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "photo", "of", "cat", "two", "red", "apples", "on", "table",
+             "dog", "left", "bench", "the"]  # fmt: skip
+    (tok / "vocab.txt").write_text("\n".join(words) + "\n")
+    (tok / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
+    weights = {"imagereward": str(tmp_path / "ImageReward.pt"), "imagereward_med_config": str(tmp_path / "med_config.json"),
+               "bert_tokenizer": str(tok)}  # fmt: skip
+    return sd, weights
+
+
+def test_imagereward_parity(imagereward_files, images):
+    from transformers import BertTokenizer
+
+    sd, weights = imagereward_files
+    got = get_scorer("imagereward", weights).score(images, PROMPTS)
+    tok = BertTokenizer.from_pretrained(weights["bert_tokenizer"])
+    tok.add_special_tokens({"bos_token": "[DEC]"})
+    tok.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
+    t = tok(PROMPTS, padding="max_length", truncation=True, max_length=35, return_tensors="pt")
+    tf = T.Compose(
+        [T.Resize(SIZE, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(SIZE), T.ToTensor(), T.Normalize(MEAN, STD)]
+    )
+    pixels = torch.stack([tf(Image.fromarray(im).convert("RGB")) for im in images])
+    with torch.no_grad():
+        want = _ref_imagereward(sd, pixels, t.input_ids, t.attention_mask)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+    assert np.ptp(got) > 1e-3  # the images are told apart
+
+
+# -- the differentiable path ----------------------------------------------------------------
+
+
+def test_every_real_scorer_has_finite_nonzero_gradients(open_clip_registry, tmp_path, imagereward_files):
+    torch.manual_seed(1)
+    hps = tmp_path / "HPS.pt"
+    torch.save({"state_dict": open_clip.create_model("ViT-H-14").state_dict()}, hps)
+    _, clip_path, _ = _openai_clip(tmp_path)
+    mlp = {
+        f"layers.{i}.weight": torch.randn(b, a) * 0.1
+        for i, (a, b) in zip([0, 2, 4, 6, 7], [(16, 1024), (1024, 128), (128, 64), (64, 16), (16, 1)])
+    }
+    mlp.update({f"layers.{i}.bias": torch.zeros(b) for i, b in zip([0, 2, 4, 6, 7], [1024, 128, 64, 16, 1])})
+    torch.save(mlp, tmp_path / "mlp.pth")
+    weights = {"hpsv2": str(hps), "hpsv21": str(hps), "clip_l14": str(clip_path), "aesthetic_mlp": str(tmp_path / "mlp.pth"),
+               **imagereward_files[1]}  # fmt: skip
+    for name in ["hpsv2", "hpsv21", "clipscore", "aesthetic", "imagereward"]:
+        x = torch.rand(2, 3, 48, 40, requires_grad=True)
+        get_scorer(name, weights).reward(x, PROMPTS[:2]).sum().backward()
+        assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0, name
+
+
+def test_registry_lists_every_scorer():
+    assert set(SCORERS) >= {"hpsv2", "hpsv21", "pickscore", "imagereward", "clipscore", "aesthetic"}

@@ -1,0 +1,42 @@
+# Training of student runs (method != teacher). The final checkpoint is the output; the
+# work directory beside it (checkpoints every N iterations, metrics.csv) is not, so a
+# preempted or failed job resumes from it when rerun. The log is appended to, so it keeps
+# every attempt (and the iteration each one resumed from).
+
+
+rule train:
+    input:
+        run=f"{RESULTS}/runs/{{run}}.json",
+    output:
+        directory(f"{RESULTS}/train/{{run}}/seed{{seed}}/final"),
+    log:
+        log_path("train/{run}/seed{seed}"),
+    benchmark:
+        bench_path("train/{run}/seed{seed}")
+    conda:
+        ENV
+    threads: 4
+    resources:
+        gpu=1,
+    shell:
+        "python -m gdmd.train --run-config {input.run} --seed {wildcards.seed}"
+        " --out {output} >> {log} 2>&1"
+
+
+rule training_curves:
+    input:
+        trained_checkpoints(),
+    output:
+        report(
+            f"{RESULTS}/figures/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="Figures",
+        ),
+    log:
+        log_path("training_curves"),
+    benchmark:
+        bench_path("training_curves")
+    conda:
+        ENV
+    shell:
+        "python -m reports training-curves --runs {input} --out {output} > {log} 2>&1"
