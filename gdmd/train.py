@@ -29,7 +29,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -133,7 +132,7 @@ def train(run_config: Path, seed: int, out: Path, work: Path, device: str = "cpu
     start = 0
     ckpt_state = {"run": cfglib.to_dict(run), "seed": seed}
     if latest.exists():
-        _check_same_run(latest, ckpt_state, work)
+        _check_same_run(latest, run, seed, work)
         meta = checkpoint.load(latest, state.modules, state.optimizers, numpy_rngs)
         start = meta["iteration"]
         print(f"resuming {run.run} seed {seed} from iteration {start} ({latest})", flush=True)
@@ -180,10 +179,16 @@ def _differences(a, b, prefix=""):
         yield prefix
 
 
-def _check_same_run(latest: Path, expected: dict, work: Path) -> None:
-    """A checkpoint only resumes the run that wrote it (same settings and seed)."""
+TRAINING_FIELDS = ("backbone", "assets", "method", "steps", "train")  # what a resumed run must share
+
+
+def _check_same_run(latest: Path, run, seed: int, work: Path) -> None:
+    """A checkpoint only resumes the run that wrote it (same training settings and seed;
+    sampling settings such as the batch size may differ)."""
     saved = json.loads((latest / checkpoint.STATE).read_text())
-    diff = list(_differences({"run": saved.get("run"), "seed": saved.get("seed")}, expected))
+    now = cfglib.to_dict(run)
+    pick = lambda r: {"run": {k: (r or {}).get(k) for k in TRAINING_FIELDS}}  # noqa: E731
+    diff = list(_differences({**pick(saved.get("run")), "seed": saved.get("seed")}, {**pick(now), "seed": seed}))
     if diff:
         key = diff[0].removeprefix("run.")
         raise UserError(f"{latest}: written by another configuration ({key} differs); delete {work} to start this run over")
@@ -202,7 +207,6 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--max-iterations", type=int, help="stop after this many iterations (keeps the run resumable)")
     args = p.parse_args(argv)
-    np.seterr(all="ignore")
     train(args.run_config, args.seed, args.out, args.work or args.out.parent / "work", args.device, args.max_iterations)
 
 

@@ -10,6 +10,8 @@ clipping at 1; EMA of the weights, which is what gets saved. A checkpoint every
 from __future__ import annotations
 
 import copy
+import json
+import shutil
 import time
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from tqdm import tqdm
 from gdmd import checkpoint
 from gdmd import config as cfglib
 from gdmd.backbones.shapes import ShapesBackbone, save_teacher
+from gdmd.io import UserError
 from gdmd.losses import flow_matching_loss
 from gdmd.samplers import euler, to_uint8
 
@@ -81,6 +84,9 @@ def train_teacher(cfg, clip_dir: Path, out: Path, command_info: dict, device: st
     log_path = out.with_name(f".{out.name}.metrics.csv")
     start = 0
     if ckpt.exists():
+        saved = json.loads((ckpt / checkpoint.STATE).read_text()).get("config")
+        if saved != cfglib.to_dict(cfg):
+            raise UserError(f"{ckpt}: written by another pretraining config; delete it to start over")
         st = checkpoint.load(ckpt, {"model": model, "ema": ema}, {"opt": opt}, {"captions": sampler.rng, "drop": drop_rng})
         start = st["step"]
         print(f"resuming teacher pretraining from step {start} ({ckpt})", flush=True)
@@ -134,7 +140,5 @@ def train_teacher(cfg, clip_dir: Path, out: Path, command_info: dict, device: st
     save_teacher(ema, backbone, out, info, extra_files={"metrics.csv": log_path})
     log_path.unlink()
     if ckpt.exists():
-        import shutil
-
         shutil.rmtree(ckpt)
     return metrics

@@ -71,7 +71,7 @@ def trained_checkpoints():
 
 
 def prompts_args():
-    """Command-line arguments of the prompts rule from the config's `prompts:` section."""
+    """Command-line arguments of the `prompts` job, taken from the config's `prompts:` section."""
     src = PROMPTS["source"]
     if src == "shapes":
         return (
@@ -87,7 +87,7 @@ def prompts_args():
 
 
 def geneval_args():
-    """Backend arguments of the geneval rule from the config's `geneval:` section."""
+    """Backend arguments of the `geneval` job, taken from the config's `geneval:` section."""
     g = config["geneval"]
     args = f"--backend {g['backend']}"
     if g["backend"] != "shapes":
