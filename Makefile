@@ -12,7 +12,7 @@ SNAKEMAKE := PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES)
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip -q
-	$(BIN)/pip install -e ".[test]"
+	$(BIN)/pip install -e ".[test,cluster]"
 	touch $@
 
 setup: $(BIN)/.installed

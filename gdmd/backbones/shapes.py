@@ -185,5 +185,5 @@ def load_teacher(
     if digest != meta["clip_sha256"]:
         raise UserError(f"{clip_dir}: this CLIP is not the one the teacher in {teacher_dir} was trained with (sha256 differs)")
     cls, _, sub = ARCHS[meta["arch"]]
-    model = cls.from_pretrained(teacher_dir / sub).to(device, dtype)
+    model = cls.from_pretrained(teacher_dir / sub, torch_dtype=dtype).to(device)
     return backbone, model.eval().requires_grad_(False)
