@@ -88,6 +88,15 @@ def atomic_dir(path: str | Path):
 PACKAGES = ("torch", "diffusers", "open_clip_torch", "numpy", "safetensors", "transformers", "peft")
 
 
+def command_line() -> str:
+    """This process's command line as typed: `python -m pkg.mod args` for a module run."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    argv0 = sys.argv[0] if sys.argv else ""
+    if spec is not None and spec.name:
+        argv0 = "-m " + spec.name.removesuffix(".__main__")
+    return " ".join([Path(sys.executable).name, argv0, *sys.argv[1:]])
+
+
 def provenance(**extra) -> dict:
     """Package versions, Python, platform and the command line: saved next to every output."""
     versions = {}
@@ -104,7 +113,7 @@ def provenance(**extra) -> dict:
         "versions": versions,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": command_line(),
         # which accelerator a scheduler gave this process (SLURM sets it for --gpus)
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         **extra,

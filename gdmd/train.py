@@ -39,6 +39,7 @@ from .methods import get_method
 from .study import load_run
 
 METRICS = "metrics.csv"
+ATTEMPTS = "attempts.log"  # one line per start, resume, preemption save and final save
 
 
 class ShapesPrompts:
@@ -128,6 +129,14 @@ def train(run_config: Path, seed: int, out: Path, work: Path, device: str = "cpu
 
     work.mkdir(parents=True, exist_ok=True)
     latest = work / "latest"
+
+    def note(message: str) -> None:
+        """Print, and append to work/attempts.log: Snakemake replaces the rule's log on every
+        attempt, the work directory keeps the history of starts, resumes and preemptions."""
+        print(message, flush=True)
+        with open(work / ATTEMPTS, "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+
     print(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} train {run.run} seed {seed} (work {work})", flush=True)
     start = 0
     ckpt_state = {"run": cfglib.to_dict(run), "seed": seed}
@@ -135,7 +144,9 @@ def train(run_config: Path, seed: int, out: Path, work: Path, device: str = "cpu
         _check_same_run(latest, run, seed, work)
         meta = checkpoint.load(latest, state.modules, state.optimizers, numpy_rngs)
         start = meta["iteration"]
-        print(f"resuming {run.run} seed {seed} from iteration {start} ({latest})", flush=True)
+        note(f"resuming {run.run} seed {seed} from iteration {start} ({latest})")
+    else:
+        note(f"starting {run.run} seed {seed} from iteration 0")
     log = MetricsLog(work / METRICS, start)
 
     def save(iteration: int):
@@ -161,14 +172,14 @@ def train(run_config: Path, seed: int, out: Path, work: Path, device: str = "cpu
         if done % cfg.checkpoint_every == 0 or preempt.signal is not None:
             save(done)
         if preempt.signal is not None:
-            print(f"received signal {preempt.signal}: saved {latest} at iteration {done}, exiting", flush=True)
+            note(f"received signal {preempt.signal}: saved {latest} at iteration {done}, exiting")
             sys.exit(128 + preempt.signal)
     if end < cfg.iterations:  # --max-iterations: stop early (tests, benchmarks), keep resumable
         save(end)
         return
     final_state = {"iteration": cfg.iterations, **ckpt_state}
     checkpoint.save(out, state.modules, state.optimizers, final_state, numpy_rngs, extra_files={METRICS: work / METRICS})
-    print(f"wrote {out}")
+    note(f"wrote {out}")
 
 
 def _differences(a, b, prefix=""):

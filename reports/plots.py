@@ -55,8 +55,8 @@ def sample_grid(images_dir: Path, out: Path, prompts_per_tag: int = 4, max_sampl
             if j < len(paths):
                 ax.imshow(load_image(paths[j]), interpolation="nearest")
         axes[i, 0].text(-0.1, 0.5, prompt, transform=axes[i, 0].transAxes, ha="right", va="center", fontsize=7)
-    fig.subplots_adjust(left=0.45, wspace=0.05, hspace=0.1)
-    fig.savefig(out, dpi=100, format="png")
+    fig.subplots_adjust(left=0.45, right=0.99, top=0.99, bottom=0.01, wspace=0.05, hspace=0.1)
+    fig.savefig(out, dpi=100, format="png", bbox_inches="tight", pad_inches=0.05)
     plt.close(fig)
 
 

@@ -117,7 +117,7 @@ def test_preemption_resumes_training_and_changes_nothing(cluster, tmp_path):
         env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
         cmd = [str(BIN / "snakemake"), "-s", str(ROOT / "workflow" / "Snakefile"), "--directory", str(work),
                "--profile", str(PROFILE), "--configfile", "config/smoke.yaml"]  # fmt: skip
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         t0 = time.time()
         while _train_rows(work) < k:
             assert proc.poll() is None, proc.stdout.read()[-3000:]
@@ -130,8 +130,11 @@ def test_preemption_resumes_training_and_changes_nothing(cluster, tmp_path):
         assert proc.returncode != 0, out[-2000:]
     r = snakemake(work, "--profile", PROFILE, "--configfile", "config/smoke.yaml")
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    # the rule log holds the last attempt; the work directory's attempts.log all of them
     log = (work / "results" / "smoke" / "logs" / "train" / "dmd" / "seed0.log").read_text()
-    resumed = [int(x) for x in re.findall(r"resuming dmd seed 0 from iteration (\d+)", log)]
+    history = (work / "results" / "smoke" / "train" / "dmd" / "seed0" / "work" / "attempts.log").read_text()
+    resumed = [int(x) for x in re.findall(r"resuming dmd seed 0 from iteration (\d+)", history)]
+    assert f"from iteration {resumed[-1]}" in log
     assert len(resumed) == 3 and resumed == sorted(resumed) and resumed[0] >= 4
     # each attempt resumed near where it was killed: SIGTERM saves on the spot, at worst
     # the periodic checkpoint before it (every 4 iterations) is used

@@ -53,7 +53,7 @@ def test_clipscore_is_100_cos(tiny_assets):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", sorted(SCORERS))
+@pytest.mark.parametrize("name", sorted(n for n in SCORERS if n.startswith("shapes_")))
 def test_reward_gradients_are_finite_and_nonzero(tiny_assets, name):
     scorer = get_scorer(name, {"clip": str(tiny_assets / "clip"), "aesthetic_head": str(tiny_assets / "aesthetic")})
     x = torch.rand(2, 3, 32, 32, requires_grad=True)
