@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eval.geneval.mask2former import TransformersMask2Former
+from eval.geneval.mask2former import ALIASES, TransformersMask2Former
 from gdmd.io import atomic_write_json, provenance
 
 NAMES = Path(__file__).resolve().parent.parent / "eval" / "geneval" / "coco_names.txt"
@@ -48,13 +48,14 @@ def main():
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/geneval_detector_cpu.json"))
     args = p.parse_args()
     names = [n for n in NAMES.read_text().splitlines() if n]
+    geneval_names = [ALIASES.get(n, n) for n in names]  # GenEval's object_names.txt spelling
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8) for _ in range(args.images)]
     result = {}
     with tempfile.TemporaryDirectory() as tmp:
         build(Path(tmp), names)
         for bs in (1, args.batch_size):
-            det = TransformersMask2Former(tmp, names, device=args.device, batch_size=bs)
+            det = TransformersMask2Former(tmp, geneval_names, device=args.device, batch_size=bs)
             n_params = sum(q.numel() for q in det.model.parameters())
             det.detect(images[:bs])  # warm-up
             if args.device.startswith("cuda"):

@@ -259,3 +259,13 @@ def test_full_evaluator_runs_through_the_real_loading_code(tiny_real_models, tmp
     assert all(x["correct"] or "expected" in x["reason"] for x in colors)
     details = json.loads(res[0]["details"])
     assert details and all(len(b) == 5 for v in details.values() for b in v)
+
+
+def test_mmdet_backend_without_mmdet_is_a_one_line_error(monkeypatch):
+    import sys
+
+    from eval.geneval.backends import get_backend
+
+    monkeypatch.setitem(sys.modules, "mmdet", None)  # import mmdet -> ImportError
+    with pytest.raises(UserError, match="backend 'mmdet' needs mmdet"):
+        get_backend("mmdet", weights="x.pth", object_names=["dog"])
