@@ -193,13 +193,16 @@ def _differences(a, b, prefix=""):
 TRAINING_FIELDS = ("backbone", "assets", "method", "steps", "train")  # what a resumed run must share
 
 
+def _training_fields(run: dict) -> dict:
+    return {k: run.get(k) for k in TRAINING_FIELDS}
+
+
 def _check_same_run(latest: Path, run, seed: int, work: Path) -> None:
     """A checkpoint only resumes the run that wrote it (same training settings and seed;
     sampling settings such as the batch size may differ)."""
     saved = json.loads((latest / checkpoint.STATE).read_text())
-    now = cfglib.to_dict(run)
-    pick = lambda r: {"run": {k: (r or {}).get(k) for k in TRAINING_FIELDS}}  # noqa: E731
-    diff = list(_differences({**pick(saved.get("run")), "seed": saved.get("seed")}, {**pick(now), "seed": seed}))
+    was = {"run": _training_fields(saved.get("run") or {}), "seed": saved.get("seed")}
+    diff = list(_differences(was, {"run": _training_fields(cfglib.to_dict(run)), "seed": seed}))
     if diff:
         key = diff[0].removeprefix("run.")
         raise UserError(f"{latest}: written by another configuration ({key} differs); delete {work} to start this run over")
