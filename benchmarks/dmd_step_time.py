@@ -44,14 +44,16 @@ def main():
     torch.manual_seed(0)
     backbone, teacher = backbones.load(run.backbone, run.assets.teacher, run.assets.text_encoder, device=args.device)
     state = method.setup(cfg, run, backbone, teacher)
-    prompts = PROMPT_SOURCES[cfg.prompts](0)
+    prompts = PROMPT_SOURCES[cfg.prompts](0, resolution=backbone.latent_shape()[-1])
 
     def timed(name):
-        cond = backbone.encode_prompts(prompts.batch(cfg.batch_size))
+        captions, images = prompts.batch(cfg.batch_size, images=getattr(state, "needs_real", False))
+        cond = backbone.encode_prompts(captions)
+        real = None if images is None else backbone.encode_images(images).to(backbone.device)
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        method.steps[name](state, cond)
+        method.steps[name](state, cond, real)
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         return time.perf_counter() - t0

@@ -43,16 +43,23 @@ ATTEMPTS = "attempts.log"  # one line per start, resume, preemption save and fin
 
 
 class ShapesPrompts:
-    """Training prompts of the shapes world: its training caption distribution."""
+    """Training prompts of the shapes world: its training caption distribution, and real
+    images for them (renders of the scenes the captions describe) for methods that want them."""
 
-    def __init__(self, seed: int):
+    def __init__(self, seed: int, resolution: int = 32):
         from gdmd.shapes.prompts import TrainingCaptions, template_prompts
 
-        self.captions = TrainingCaptions(exclude=template_prompts(), seed=seed)
+        self.resolution = resolution
+        self.captions = TrainingCaptions(exclude=template_prompts(), resolution=resolution, seed=seed)
         self.rng = self.captions.rng  # checkpointed with the run
 
-    def batch(self, n: int) -> list[str]:
-        return self.captions.batch(n)[1]
+    def batch(self, n: int, images: bool = False):
+        """(captions, images): images (B, 3, H, W) in [0, 1] if asked for, else None."""
+        from gdmd.shapes.pretrain import to_tensor
+        from gdmd.shapes.world import render_batch
+
+        scenes, captions, _ = self.captions.batch(n)
+        return captions, (to_tensor(render_batch(scenes, self.resolution)) if images else None)
 
 
 PROMPT_SOURCES = {"shapes": ShapesPrompts}
@@ -124,7 +131,8 @@ def train(run_config: Path, seed: int, out: Path, work: Path, device: str = "cpu
     torch.manual_seed(seed)
     backbone, teacher = backbones.load(run.backbone, run.assets.teacher, run.assets.text_encoder, device=device)
     state = method.setup(cfg, run, backbone, teacher)
-    prompts = PROMPT_SOURCES[cfg.prompts](seed)
+    prompts = PROMPT_SOURCES[cfg.prompts](seed, resolution=backbone.latent_shape()[-1])
+    needs_real = getattr(state, "needs_real", False)
     numpy_rngs = {"prompts": prompts.rng}
 
     work.mkdir(parents=True, exist_ok=True)
@@ -157,10 +165,12 @@ def train(run_config: Path, seed: int, out: Path, work: Path, device: str = "cpu
     bar = tqdm(range(start, end), desc=f"train {run.run} seed {seed}", initial=start, total=cfg.iterations, mininterval=5)
     for it in bar:
         t0 = time.time()
-        cond = backbone.encode_prompts(prompts.batch(cfg.batch_size))
+        captions, images = prompts.batch(cfg.batch_size, images=needs_real)
+        cond = backbone.encode_prompts(captions)
+        real = None if images is None else backbone.encode_images(images).to(backbone.device)
         row: dict = {"iteration": it}
         for name in method.schedule(cfg, it):
-            row.update(method.steps[name](state, cond))
+            row.update(method.steps[name](state, cond, real))
         if not _finite(row):
             bad = ", ".join(f"{k}={v}" for k, v in row.items() if k != "iteration")
             kept = f"last good checkpoint {latest} (iteration {start_of(latest)})" if latest.exists() else "no checkpoint yet"

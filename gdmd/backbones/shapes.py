@@ -38,6 +38,16 @@ ARCHS = {
     "sd3": (SD3Transformer2DModel, _sd3_call, "transformer"),
     "unet": (UNet2DConditionModel, _unet_call, "unet"),
 }
+# arch name -> (sub-module whose activations are the network's features, "input" or "output"):
+# the SD3 transformer's last hidden tokens (input of its output norm), the UNet's bottleneck
+FEATURES = {"sd3": ("norm_out", "input"), "unet": ("mid_block", "output")}
+
+
+def feature_width(model: nn.Module, arch: str) -> int:
+    """Channels of the features `ShapesBackbone.velocity_and_features` returns."""
+    if arch == "sd3":
+        return model.config.num_attention_heads * model.config.attention_head_dim
+    return model.config.block_out_channels[-1]
 
 
 def build_network(arch: str, model_cfg: dict) -> nn.Module:
@@ -113,6 +123,26 @@ class ShapesBackbone:
         call = ARCHS[self.arch][1]
         return call(model, x_t.to(self.dtype), t.to(self.dtype), cond.tokens, cond.pooled)
 
+    def feature_width(self, model: nn.Module) -> int:
+        return feature_width(model, self.arch)
+
+    def velocity_and_features(self, model: nn.Module, x_t: torch.Tensor, t: torch.Tensor, cond: Cond):
+        """raw_velocity and the network's internal features (B, tokens, C) from the same call
+        (what DMD2's GAN classifier reads, Yin et al. NeurIPS 2024, Sec. 4.3)."""
+        name, where = FEATURES[self.arch]
+        seen = []
+
+        def hook(module, args, output):
+            seen.append(args[0] if where == "input" else output)
+
+        handle = model.get_submodule(name).register_forward_hook(hook)
+        try:
+            v = self.raw_velocity(model, x_t, t, cond)
+        finally:
+            handle.remove()
+        f = seen[0]
+        return v, (f.flatten(2).transpose(1, 2) if f.ndim == 4 else f)
+
     def velocity(self, model: nn.Module, x_t: torch.Tensor, t: torch.Tensor, cond: Cond, cfg_scale: float = 1.0) -> torch.Tensor:
         """Velocity with classifier-free guidance: v_u + w (v_c - v_u); w = 1 is plain conditional."""
         if cfg_scale == 1.0:
@@ -165,6 +195,10 @@ def save_teacher(model: nn.Module, backbone: ShapesBackbone, out_dir: str | Path
     }
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp / sub, safe_serialization=True)
+        # a network loaded with from_pretrained records where from; the saved asset must not
+        config = json.loads((tmp / sub / "config.json").read_text())
+        config.pop("_name_or_path", None)
+        (tmp / sub / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         (tmp / "backbone.json").write_text(json.dumps(meta, indent=2))
         (tmp / "info.json").write_text(json.dumps(provenance(**info), indent=2))
         for name, src in (extra_files or {}).items():

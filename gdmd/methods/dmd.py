@@ -12,6 +12,17 @@ Per iteration (DMD2, Yin et al. NeurIPS 2024, Alg. 1; tianweiy/DMD2 main/sd_guid
   4. g = (x0_fake - x0_real) / mean_CHW |x - x0_real|;
   5. L_DMD = 0.5 || x - sg(x - g) ||^2.
 Generator and fake score start as copies of the teacher.
+
+Optional GAN term (DMD2 Sec. 4.3; tianweiy/DMD2 main/sd_guidance.py at 4e54501,
+compute_cls_logits and the generator/guidance "cls" losses): a small classifier head on the
+fake score's internal features tells real images from generator samples, both clean or, as
+DMD2's `diffusion_gan` option, noised to t ~ U[0, gan_t_max]. The critic step adds
+`gan_critic_weight` x [softplus(D(fake)) + softplus(-D(real))] to the fake score's loss (head
+and fake score both learn); the generator step adds `gan_generator_weight` x softplus(-D(x))
+(non-saturating). Real images come with the batch's captions (the shapes world renders the
+scenes it drew the captions from). Both weights 0 (the default) is DMD2 without its GAN.
+Our L_DMD sums over pixels where DMD2's averages, so a DMD2 generator weight w corresponds
+to about w x C x H x W here.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ import copy
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from gdmd.losses import dmd_gradient, dmd_loss, flow_matching_loss, implicit_target
 
@@ -39,6 +51,28 @@ class DMDConfig:
     grad_clip: float = 10.0
     checkpoint_every: int = 100
     prompts: str = "shapes"  # training prompt source (see gdmd.train.PROMPT_SOURCES)
+    gan_generator_weight: float = 0.0  # DMD2's GAN term (0: off)
+    gan_critic_weight: float = 0.0
+    gan_t_max: float = 0.0  # the classifier sees x at t ~ U[0, gan_t_max] (0: clean images)
+    lr_discriminator: float = 0.0  # learning rate of the classifier head (0: lr_fake)
+
+    @property
+    def gan(self) -> bool:
+        return self.gan_generator_weight > 0 or self.gan_critic_weight > 0
+
+
+class DiscriminatorHead(torch.nn.Module):
+    """DMD2's classifier on the fake score's features: per-token MLP, logits averaged over
+    tokens (one logit per image)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.LayerNorm(width), torch.nn.Linear(width, width), torch.nn.SiLU(), torch.nn.Linear(width, 1)
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features).squeeze(-1).mean(1)
 
 
 @dataclass
@@ -53,10 +87,19 @@ class DMDState:
     opt_generator: torch.optim.Optimizer
     opt_fake: torch.optim.Optimizer
     timesteps: torch.Tensor  # (K,) generator timesteps, from 1 down
+    head: torch.nn.Module | None = None  # the GAN classifier (trained with the fake score)
 
     @property
     def modules(self) -> dict[str, torch.nn.Module]:
-        return {"generator": self.generator, "fake_score": self.fake_score}
+        mods = {"generator": self.generator, "fake_score": self.fake_score}
+        if self.head is not None:
+            mods["discriminator_head"] = self.head
+        return mods
+
+    @property
+    def needs_real(self) -> bool:
+        """Whether the steps want real images with each batch (the GAN term)."""
+        return self.head is not None
 
     @property
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -71,9 +114,14 @@ def generator_timesteps(k: int) -> torch.Tensor:
 def setup(cfg: DMDConfig, run, backbone, teacher) -> DMDState:
     generator = copy.deepcopy(teacher).train().requires_grad_(True)
     fake_score = copy.deepcopy(teacher).train().requires_grad_(True)
+    head = None
+    critic_groups = [{"params": list(fake_score.parameters())}]
+    if cfg.gan:
+        head = DiscriminatorHead(backbone.feature_width(teacher)).to(backbone.device)
+        critic_groups.append({"params": list(head.parameters()), "lr": cfg.lr_discriminator or cfg.lr_fake})
     opt_g = torch.optim.AdamW(generator.parameters(), lr=cfg.lr_generator, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    opt_f = torch.optim.AdamW(fake_score.parameters(), lr=cfg.lr_fake, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    return DMDState(cfg, backbone, teacher, generator, fake_score, opt_g, opt_f, generator_timesteps(run.steps))
+    opt_f = torch.optim.AdamW(critic_groups, lr=cfg.lr_fake, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    return DMDState(cfg, backbone, teacher, generator, fake_score, opt_g, opt_f, generator_timesteps(run.steps), head)
 
 
 def x0_prediction(backbone, model, x_t, t, cond, cfg_scale: float = 1.0) -> torch.Tensor:
@@ -122,34 +170,60 @@ def distribution_matching(state: DMDState, x: torch.Tensor, cond):
     return g, nonfinite, tau
 
 
-def _update(model, opt, loss, clip) -> float:
+def _update(params, opt, loss, clip) -> float:
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    gn = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    gn = torch.nn.utils.clip_grad_norm_(params, clip)
     opt.step()
     return float(gn)
 
 
-def generator_step(state: DMDState, cond) -> dict:
-    """DMD generator update (steps 1-5); touches only the generator's parameters."""
+def discriminate(state: DMDState, x, cond) -> torch.Tensor:
+    """The GAN classifier's logits (B,) for images x (model space): x noised to
+    t ~ U[0, gan_t_max] (clean when 0), the fake score's features, the head."""
+    bb = state.backbone
+    t = state.cfg.gan_t_max * torch.rand(x.shape[0], device=x.device)
+    _, feats = bb.velocity_and_features(state.fake_score, bb.add_noise(x, t, torch.randn_like(x)), t, cond)
+    return state.head(feats)
+
+
+def generator_step(state: DMDState, cond, real=None) -> dict:
+    """DMD generator update (steps 1-5, plus the GAN term if on); steps only the generator."""
+    cfg = state.cfg
     x = _simulate(state, cond, with_grad=True)
     g, nonfinite, _ = distribution_matching(state, x, cond)
     loss, m = dmd_loss(x, implicit_target(x, g))
-    gn = _update(state.generator, state.opt_generator, loss, state.cfg.grad_clip)
+    if cfg.gan_generator_weight > 0:
+        gan = F.softplus(-discriminate(state, x, cond)).mean()
+        loss = loss + cfg.gan_generator_weight * gan
+        m["gan_generator_loss"] = gan.item()
+    gn = _update(state.generator.parameters(), state.opt_generator, loss, cfg.grad_clip)
     return {**m, "g_abs": g.abs().mean().item(), "nonfinite": nonfinite, "grad_norm_generator": gn}
 
 
-def critic_step(state: DMDState, cond) -> dict:
-    """Fake-score update: flow matching on the generator's (detached) samples."""
+def critic_step(state: DMDState, cond, real=None) -> dict:
+    """Fake-score update: flow matching on the generator's (detached) samples; with the GAN
+    term, the classifier also learns real (`real`, model space) from generated."""
+    cfg, bb = state.cfg, state.backbone
     with torch.no_grad():
         x = _simulate(state, cond, with_grad=False)
     n = x.shape[0]
     t = torch.rand(n, device=x.device)
     noise = torch.randn_like(x)
-    v = state.backbone.raw_velocity(state.fake_score, state.backbone.add_noise(x, t, noise), t, cond)
+    v = bb.raw_velocity(state.fake_score, bb.add_noise(x, t, noise), t, cond)
     loss, m = flow_matching_loss(v, x, noise)
-    gn = _update(state.fake_score, state.opt_fake, loss, state.cfg.grad_clip)
-    return {"fake_loss": m["fm_loss"], "grad_norm_fake": gn}
+    out = {}
+    if state.head is not None:
+        if real is None:
+            raise ValueError("the GAN term needs real images with the batch")
+        logit_fake, logit_real = discriminate(state, x, cond), discriminate(state, real, cond)
+        gan = F.softplus(logit_fake).mean() + F.softplus(-logit_real).mean()
+        loss = loss + cfg.gan_critic_weight * gan
+        out = {"gan_critic_loss": gan.item(), "d_real_acc": (logit_real > 0).float().mean().item(),
+               "d_fake_acc": (logit_fake < 0).float().mean().item()}  # fmt: skip
+    params = [p for group in state.opt_fake.param_groups for p in group["params"]]
+    gn = _update(params, state.opt_fake, loss, cfg.grad_clip)
+    return {"fake_loss": m["fm_loss"], **out, "grad_norm_fake": gn}
 
 
 def schedule(cfg: DMDConfig, iteration: int) -> tuple[str, ...]:

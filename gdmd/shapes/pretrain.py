@@ -3,7 +3,8 @@
 The real studies start from downloaded SD3 weights; the shapes study starts from these.
 `python -m gdmd.shapes.pretrain {clip,aesthetic,teacher} --config config/pretrain-shapes.yaml
 --out DIR [--clip DIR]` trains one asset into DIR (safetensors + JSON: training config,
-metrics, provenance and the command). The DAG's `pretrain` target runs all three.
+metrics, provenance and the command); `teacher-finetune --init TEACHER` is the teacher's
+second stage, continuing from the stage-1 teacher. The DAG's `pretrain` target runs all.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from gdmd import config as cfglib
-from gdmd.io import CliParser, run_cli
+from gdmd.io import CliParser, UserError, run_cli
 
 from . import clip as shapes_clip
 from .detector import truth
@@ -74,6 +75,8 @@ class PretrainConfig:
     clip: ClipConfig = ClipConfig()
     aesthetic: AestheticConfig = AestheticConfig()
     teacher: TeacherConfig = TeacherConfig()
+    # stage 2: continue from the stage-1 teacher (its network; `model` must stay empty)
+    teacher_finetune: TeacherConfig = TeacherConfig(steps=0, lr=2e-4, time_sampling="uniform")
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -277,10 +280,11 @@ def train_aesthetic(cfg: PretrainConfig, clip_dir: Path, out: Path, command_info
 
 def main(argv=None):
     p = CliParser(prog="python -m gdmd.shapes.pretrain", description=__doc__.splitlines()[0])
-    p.add_argument("asset", choices=("clip", "aesthetic", "teacher"))
+    p.add_argument("asset", choices=("clip", "aesthetic", "teacher", "teacher-finetune"))
     p.add_argument("--config", required=True, help="pretraining YAML (e.g. config/pretrain-shapes.yaml)")
     p.add_argument("--out", required=True, help="output directory of the asset")
-    p.add_argument("--clip", help="trained shapes CLIP directory (aesthetic, teacher)")
+    p.add_argument("--clip", help="trained shapes CLIP directory (aesthetic, teacher, teacher-finetune)")
+    p.add_argument("--init", help="stage-1 teacher directory (teacher-finetune)")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     cfg = cfglib.load(PretrainConfig, args.config)
@@ -293,7 +297,16 @@ def main(argv=None):
     else:
         from gdmd.shapes.teacher import train_teacher
 
-        metrics = train_teacher(cfg, Path(args.clip), out, info, device=args.device)
+        init = None
+        if args.asset == "teacher-finetune":
+            if not args.init:
+                raise UserError("teacher-finetune: --init <stage-1 teacher directory> is required")
+            if cfg.teacher_finetune.model:
+                raise UserError(
+                    f"{args.config}: teacher_finetune.model: the fine-tuned network is the --init teacher's; remove the key"
+                )
+            init = Path(args.init)
+        metrics = train_teacher(cfg, Path(args.clip), out, info, device=args.device, init=init)
     print(metrics)
 
 

@@ -5,6 +5,11 @@ distribution, 10% replaced by "" for classifier-free guidance; t ~ logit-normal(
 SD3 (Esser et al. 2024, Sec. 3.1) or uniform; AdamW with warm-up and cosine decay; gradient
 clipping at 1; EMA of the weights, which is what gets saved. A checkpoint every
 `checkpoint_every` steps next to the output lets an interrupted run resume.
+
+A second stage (`teacher_finetune:`, `python -m gdmd.shapes.pretrain teacher-finetune
+--init <stage-1 teacher>`) continues from a trained teacher's EMA weights with a fresh
+optimiser and schedule, typically a lower learning rate and uniform t: logit-normal t rarely
+visits t < 0.1, where the edges and corners of small shapes are decided.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from tqdm import tqdm
 
 from gdmd import checkpoint
 from gdmd import config as cfglib
-from gdmd.backbones.shapes import ShapesBackbone, save_teacher
+from gdmd.backbones.shapes import ShapesBackbone, load_teacher, save_teacher
 from gdmd.io import UserError
 from gdmd.losses import flow_matching_loss
 from gdmd.samplers import euler, to_uint8
@@ -67,19 +72,35 @@ def quick_geneval(backbone, model, per_tag: int, images_per_prompt: int, steps: 
     return {"overall": round(s["overall"], 4), **{k: round(v, 4) for k, v in s["tags"].items()}}
 
 
-def train_teacher(cfg, clip_dir: Path, out: Path, command_info: dict, device: str = "cpu") -> dict:
+def _init_networks(cfg, c, clip_dir: Path, init: Path | None, device: str):
+    """Stage 1: a fresh network from `c.model`. Stage 2: the trained teacher in `init`."""
+    if init is None:
+        arch = c.model.get("arch", "sd3")
+        model_cfg = {k: v for k, v in c.model.items() if k != "arch"}
+        backbone = ShapesBackbone(clip_dir, arch=arch, resolution=cfg.resolution, device=device)
+        model = backbone.build(model_cfg)
+    else:
+        backbone, model = load_teacher(init, clip_dir, device=device)
+        if backbone.resolution != cfg.resolution:
+            raise UserError(f"{init}: teacher resolution {backbone.resolution} != config resolution {cfg.resolution}")
+    model = model.train().requires_grad_(True)
+    return backbone, model, copy.deepcopy(model).eval().requires_grad_(False)
+
+
+def train_teacher(cfg, clip_dir: Path, out: Path, command_info: dict, device: str = "cpu", init: Path | None = None) -> dict:
+    """Train the teacher (stage 1, `cfg.teacher`) or fine-tune the one in `init` (stage 2,
+    `cfg.teacher_finetune`); the EMA weights go to `out`."""
     from .pretrain import CsvLog, cosine_lr, to_tensor
 
-    c = cfg.teacher
-    arch = c.model.get("arch", "sd3")
-    model_cfg = {k: v for k, v in c.model.items() if k != "arch"}
-    torch.manual_seed(cfg.seed)
-    backbone = ShapesBackbone(clip_dir, arch=arch, resolution=cfg.resolution, device=device)
-    model = backbone.build(model_cfg).train()
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    stage = 1 if init is None else 2
+    c = cfg.teacher if init is None else cfg.teacher_finetune
+    # stage 2 draws its own captions, dropout and noise (not a replay of stage 1's)
+    seed = cfg.seed + 100 * (stage - 1)
+    torch.manual_seed(seed)
+    backbone, model, ema = _init_networks(cfg, c, clip_dir, init, device)
     opt = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-    sampler = TrainingCaptions(exclude=template_prompts(), resolution=cfg.resolution, seed=cfg.seed + 2)
-    drop_rng = np.random.default_rng(cfg.seed + 3)
+    sampler = TrainingCaptions(exclude=template_prompts(), resolution=cfg.resolution, seed=seed + 2)
+    drop_rng = np.random.default_rng(seed + 3)
     ckpt = out.with_name(f".{out.name}.ckpt")
     log_path = out.with_name(f".{out.name}.metrics.csv")
     start = 0
@@ -89,10 +110,11 @@ def train_teacher(cfg, clip_dir: Path, out: Path, command_info: dict, device: st
             raise UserError(f"{ckpt}: written by another pretraining config; delete it to start over")
         st = checkpoint.load(ckpt, {"model": model, "ema": ema}, {"opt": opt}, {"captions": sampler.rng, "drop": drop_rng})
         start = st["step"]
-        print(f"resuming teacher pretraining from step {start} ({ckpt})", flush=True)
+        print(f"resuming {'teacher pretraining' if stage == 1 else 'teacher fine-tuning'} from step {start} ({ckpt})", flush=True)
     log = CsvLog(log_path, ["step", "loss", "grad_norm", "lr", "sec"], append=start > 0)
     n_params = sum(p.numel() for p in model.parameters())
-    bar = tqdm(range(start, c.steps), desc=f"pretrain teacher ({n_params / 1e6:.2f}M params)", mininterval=10)
+    name = "teacher" if stage == 1 else "teacher fine-tune"
+    bar = tqdm(range(start, c.steps), desc=f"pretrain {name} ({n_params / 1e6:.2f}M params)", mininterval=10)
     for step in bar:
         t0 = time.time()
         lr = cosine_lr(step, c.steps, c.warmup, c.lr)
@@ -128,7 +150,7 @@ def train_teacher(cfg, clip_dir: Path, out: Path, command_info: dict, device: st
             )
         if c.eval_every and done % c.eval_every == 0 and done < c.steps:
             print(
-                f"step {done}: {quick_geneval(backbone, ema, per_tag=10, images_per_prompt=1, cfg_scale=c.eval_cfg_scale)}",
+                f"step {done}: {quick_geneval(backbone, ema, per_tag=c.eval_per_tag, images_per_prompt=1, cfg_scale=c.eval_cfg_scale)}",
                 flush=True,
             )
     log.close()
@@ -136,7 +158,9 @@ def train_teacher(cfg, clip_dir: Path, out: Path, command_info: dict, device: st
         "geneval_quick": quick_geneval(backbone, ema, per_tag=c.eval_per_tag, images_per_prompt=2, cfg_scale=c.eval_cfg_scale),
         "params": n_params,
     }
-    info = {"config": cfglib.to_dict(cfg), "metrics": metrics, "clip": str(clip_dir), **command_info}
+    info = {"config": cfglib.to_dict(cfg), "metrics": metrics, "clip": str(clip_dir), "stage": stage, **command_info}
+    if init is not None:
+        info["init"] = {"path": str(init), "metrics": json.loads((Path(init) / "info.json").read_text()).get("metrics")}
     save_teacher(ema, backbone, out, info, extra_files={"metrics.csv": log_path})
     log_path.unlink()
     if ckpt.exists():

@@ -118,6 +118,10 @@ def test_pretrain_target_trains_installable_assets(workdir):
         info = json.loads((out / asset / "info.json").read_text())
         assert "metrics" in info and "config" in info and "gdmd.shapes.pretrain" in info["command"]
         assert (out / asset / "metrics.csv").is_file()
+    # the teacher is stage 2, fine-tuned from stage 1's
+    info = json.loads((out / "teacher" / "info.json").read_text())
+    assert info["stage"] == 2 and info["init"]["path"].endswith("teacher_base")
+    assert "teacher-finetune" in info["command"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     r = subprocess.run(
         [sys.executable, "-m", "gdmd.shapes.assets", "install", str(out), str(workdir / "installed")],

@@ -8,13 +8,17 @@ from gdmd.methods import dmd
 from gdmd.study import Assets, RunConfig
 
 
-@pytest.fixture()
-def state(tiny_assets):
-    backbone, teacher = load_teacher(tiny_assets / "teacher", tiny_assets / "clip")
+def _setup(assets, **overrides):
+    backbone, teacher = load_teacher(assets / "teacher", assets / "clip")
     run = RunConfig("t", "dmd", "shapes", Assets("", ""), "dmd", steps=4)
-    cfg = dmd.DMDConfig(batch_size=3, lr_generator=1e-3, lr_fake=1e-3)
+    cfg = dmd.DMDConfig(batch_size=3, lr_generator=1e-3, lr_fake=1e-3, **overrides)
     torch.manual_seed(0)
     return dmd.setup(cfg, run, backbone, teacher)
+
+
+@pytest.fixture()
+def state(tiny_assets):
+    return _setup(tiny_assets)
 
 
 def snapshot(m):
@@ -40,13 +44,17 @@ def test_critic_step_leaves_generator_and_teacher_untouched(state):
     assert m["fake_loss"] > 0
 
 
-def test_generator_step_leaves_fake_score_and_teacher_untouched(state):
+@pytest.mark.parametrize("gan", [False, True])
+def test_generator_step_leaves_fake_score_head_and_teacher_untouched(tiny_assets, gan):
+    state = _setup(tiny_assets, gan_generator_weight=float(gan), gan_critic_weight=float(gan))
     cond = state.backbone.encode_prompts(["a red circle", "two squares", "a triangle"])
-    g0, f0, t0 = snapshot(state.generator), snapshot(state.fake_score), snapshot(state.teacher)
+    others = [state.fake_score, state.teacher] + ([state.head] if gan else [])
+    g0, before = snapshot(state.generator), [snapshot(m) for m in others]
     m = dmd.generator_step(state, cond)
-    assert same(f0, snapshot(state.fake_score)) and same(t0, snapshot(state.teacher))
+    assert all(same(b, snapshot(o)) for b, o in zip(before, others))
     assert not same(g0, snapshot(state.generator))
     assert m["nonfinite"] == 0 and m["dmd_loss"] > 0
+    assert (m["gan_generator_loss"] > 0) if gan else ("gan_generator_loss" not in m)
 
 
 def test_two_time_scale_schedule():
@@ -72,3 +80,48 @@ def test_few_step_sampler_uses_each_noise_once(state):
     x0 = dmd.few_step(state.backbone, state.generator, cond, noises[:1], state.timesteps, grad_from=0)
     t = torch.ones(1)
     torch.testing.assert_close(x0, dmd.x0_prediction(state.backbone, state.generator, noises[0], t, cond))
+
+
+@pytest.fixture()
+def gan_state(tiny_assets):
+    return _setup(tiny_assets, gan_generator_weight=1.0, gan_critic_weight=1.0, lr_discriminator=5e-3)
+
+
+def test_features_come_from_the_same_call_as_the_velocity(gan_state):
+    s = gan_state
+    cond = s.backbone.encode_prompts(["a red circle", "two squares"])
+    x, t = s.backbone.noise_like(2), torch.tensor([0.3, 0.8])
+    v, feats = s.backbone.velocity_and_features(s.fake_score, x, t, cond)
+    assert torch.equal(v, s.backbone.raw_velocity(s.fake_score, x, t, cond))
+    tokens = (32 // s.fake_score.config.patch_size) ** 2
+    assert feats.shape == (2, tokens, s.backbone.feature_width(s.fake_score))
+    # the hook is removed after the call
+    assert not s.fake_score.norm_out._forward_hooks
+
+
+def test_gan_critic_step_trains_head_and_fake_score_only(gan_state):
+    s = gan_state
+    assert s.needs_real and "discriminator_head" in s.modules
+    fake_group, head_group = s.opt_fake.param_groups
+    assert [id(p) for p in head_group["params"]] == [id(p) for p in s.head.parameters()]
+    assert (fake_group["lr"], head_group["lr"]) == (1e-3, 5e-3)
+    cond = s.backbone.encode_prompts(["a red circle", "two squares", "a triangle"])
+    real = s.backbone.noise_like(3).clamp(-1, 1)
+    g0, f0, h0 = snapshot(s.generator), snapshot(s.fake_score), snapshot(s.head)
+    m = dmd.critic_step(s, cond, real)
+    assert same(g0, snapshot(s.generator))
+    assert not same(f0, snapshot(s.fake_score)) and not same(h0, snapshot(s.head))
+    assert m["gan_critic_loss"] > 0 and 0 <= m["d_real_acc"] <= 1
+    with pytest.raises(ValueError, match="real images"):
+        dmd.critic_step(s, cond)
+
+
+def test_gan_generator_loss_pushes_samples_toward_real_logits(gan_state):
+    """The non-saturating generator loss: d softplus(-D(x)) / dD = -sigmoid(-D) < 0, so a
+    gradient step on x raises D(x) (checked on the head alone, with autograd)."""
+    s = gan_state
+    feats = torch.randn(4, 16, s.backbone.feature_width(s.fake_score), requires_grad=True)
+    logit = s.head(feats)
+    torch.nn.functional.softplus(-logit).mean().backward()
+    with torch.no_grad():
+        assert (s.head(feats - 1e-2 * feats.grad) > logit).all()

@@ -1,5 +1,7 @@
 """The shapes CLIP (tokenizer, open_clip loading), its scorers, and the backbone adapter."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,8 @@ from gdmd.backbones.shapes import ShapesBackbone, load_teacher
 from gdmd.io import UserError
 from gdmd.samplers import euler, uniform_timesteps
 from gdmd.shapes import clip as shapes_clip
+
+from ..conftest import ROOT, run_cli
 
 
 def test_tokenizer_puts_eot_last_and_highest():
@@ -102,3 +106,34 @@ def test_teacher_refuses_a_different_clip(tiny_assets, tmp_path):
     with pytest.raises(UserError, match="not the one the teacher"):
         load_teacher(tiny_assets / "teacher", other)
     assert isinstance(load_teacher(tiny_assets / "teacher", tiny_assets / "clip")[0], ShapesBackbone)
+
+
+def test_teacher_finetune_starts_from_the_init_teacher(tiny_assets, tmp_path):
+    """Stage 2 loads the stage-1 network: with lr 0 its output is the init teacher exactly,
+    with a positive lr it moves; both record where they started."""
+    from gdmd.shapes.pretrain import PretrainConfig, TeacherConfig
+    from gdmd.shapes.teacher import train_teacher
+
+    _, init = load_teacher(tiny_assets / "teacher", tiny_assets / "clip")
+    for lr, moved in [(0.0, False), (1e-2, True)]:
+        stage2 = TeacherConfig(steps=2, batch_size=4, lr=lr, warmup=0, checkpoint_every=1, eval_per_tag=1)
+        cfg = PretrainConfig(teacher_finetune=stage2)
+        out = tmp_path / f"ft{lr}"
+        train_teacher(cfg, tiny_assets / "clip", out, {}, init=tiny_assets / "teacher")
+        _, tuned = load_teacher(out, tiny_assets / "clip")
+        same = all(torch.equal(a, b) for a, b in zip(init.parameters(), tuned.parameters()))
+        assert same != moved
+        info = json.loads((out / "info.json").read_text())
+        assert info["stage"] == 2 and info["init"]["path"] == str(tiny_assets / "teacher")
+
+
+def test_teacher_finetune_cli_needs_init_and_no_model(tiny_assets, tmp_path):
+    r = run_cli("gdmd.shapes.pretrain", "teacher-finetune", "--config", "config/pretrain-smoke.yaml",
+                "--clip", tiny_assets / "clip", "--out", tmp_path / "t", cwd=ROOT)  # fmt: skip
+    assert r.returncode != 0 and "--init" in r.stderr.strip().splitlines()[-1]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((ROOT / "config/pretrain-smoke.yaml").read_text() + "  model: {arch: sd3}\n")
+    r = run_cli("gdmd.shapes.pretrain", "teacher-finetune", "--config", bad, "--clip", tiny_assets / "clip",
+                "--init", tiny_assets / "teacher", "--out", tmp_path / "t", cwd=ROOT)  # fmt: skip
+    assert r.returncode != 0 and "teacher_finetune.model" in r.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "t").exists()

@@ -1,6 +1,7 @@
 # The shapes study's pretrained assets. `snakemake pretrain` trains them into
 # config["pretrain"]["out"]; `make pretrain` then installs them into resources/ (the
-# study reads resources/, which no rule writes, so a fresh clone never retrains).
+# study reads resources/, which no rule writes, so a fresh clone never retrains). The
+# teacher has two stages: pretrain_teacher_base from scratch, pretrain_teacher fine-tunes it.
 
 PRETRAIN_OUT = config.get("pretrain", {}).get("out", f"results/pretrain/{STUDY}")
 PRETRAIN_CONFIG = config.get("pretrain", {}).get("config", "")
@@ -40,10 +41,31 @@ rule pretrain_aesthetic:
         " --out {output} > {log} 2>&1"
 
 
+rule pretrain_teacher_base:
+    input:
+        config=PRETRAIN_CONFIG,
+        clip=rules.pretrain_clip.output[0],
+    output:
+        directory(f"{PRETRAIN_OUT}/teacher_base"),
+    log:
+        log_path("pretrain/teacher_base"),
+    benchmark:
+        bench_path("pretrain/teacher_base")
+    conda:
+        ENV
+    threads: 4
+    resources:
+        gpu=1,
+    shell:
+        "python -m gdmd.shapes.pretrain teacher --config {input.config} --clip {input.clip}"
+        " --out {output} > {log} 2>&1"
+
+
 rule pretrain_teacher:
     input:
         config=PRETRAIN_CONFIG,
         clip=rules.pretrain_clip.output[0],
+        init=rules.pretrain_teacher_base.output[0],
     output:
         directory(f"{PRETRAIN_OUT}/teacher"),
     log:
@@ -56,8 +78,8 @@ rule pretrain_teacher:
     resources:
         gpu=1,
     shell:
-        "python -m gdmd.shapes.pretrain teacher --config {input.config} --clip {input.clip}"
-        " --out {output} > {log} 2>&1"
+        "python -m gdmd.shapes.pretrain teacher-finetune --config {input.config} --clip {input.clip}"
+        " --init {input.init} --out {output} > {log} 2>&1"
 
 
 rule pretrain:
