@@ -3,8 +3,9 @@
 The real studies start from downloaded SD3 weights; the shapes study starts from these.
 `python -m gdmd.shapes.pretrain {clip,aesthetic,teacher} --config config/pretrain-shapes.yaml
 --out DIR [--clip DIR]` trains one asset into DIR (safetensors + JSON: training config,
-metrics, provenance and the command); `teacher-finetune --init TEACHER` is the teacher's
-second stage, continuing from the stage-1 teacher. The DAG's `pretrain` target runs all.
+metrics, provenance and the command); `teacher-finetune --stage K --init TEACHER` is the
+teacher's stage K >= 2 (`teacher_finetune[K-2]`), continuing from stage K-1's teacher. The
+DAG's `pretrain` target runs them all.
 """
 
 from __future__ import annotations
@@ -75,8 +76,9 @@ class PretrainConfig:
     clip: ClipConfig = ClipConfig()
     aesthetic: AestheticConfig = AestheticConfig()
     teacher: TeacherConfig = TeacherConfig()
-    # stage 2: continue from the stage-1 teacher (its network; `model` must stay empty)
-    teacher_finetune: TeacherConfig = TeacherConfig(steps=0, lr=2e-4, time_sampling="uniform")
+    # stages 2, 3, ...: each continues from the previous stage's teacher (its network, so
+    # `model` must stay empty) with a fresh optimiser and schedule
+    teacher_finetune: tuple[TeacherConfig, ...] = ()
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -284,7 +286,8 @@ def main(argv=None):
     p.add_argument("--config", required=True, help="pretraining YAML (e.g. config/pretrain-shapes.yaml)")
     p.add_argument("--out", required=True, help="output directory of the asset")
     p.add_argument("--clip", help="trained shapes CLIP directory (aesthetic, teacher, teacher-finetune)")
-    p.add_argument("--init", help="stage-1 teacher directory (teacher-finetune)")
+    p.add_argument("--init", help="the previous stage's teacher directory (teacher-finetune)")
+    p.add_argument("--stage", type=int, default=2, help="teacher stage, 2 = teacher_finetune[0] (teacher-finetune)")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     cfg = cfglib.load(PretrainConfig, args.config)
@@ -297,16 +300,22 @@ def main(argv=None):
     else:
         from gdmd.shapes.teacher import train_teacher
 
-        init = None
+        init, stage = None, 1
         if args.asset == "teacher-finetune":
+            n = len(cfg.teacher_finetune)
+            if n == 0:
+                raise UserError(f"{args.config}: teacher_finetune: the config has no fine-tuning stage")
+            if not 2 <= args.stage <= n + 1:
+                raise UserError(f"{args.config}: --stage {args.stage}: teacher_finetune has {n} stage(s), so 2..{n + 1}")
             if not args.init:
-                raise UserError("teacher-finetune: --init <stage-1 teacher directory> is required")
-            if cfg.teacher_finetune.model:
+                raise UserError(f"teacher-finetune: --init <stage-{args.stage - 1} teacher directory> is required")
+            if cfg.teacher_finetune[args.stage - 2].model:
                 raise UserError(
-                    f"{args.config}: teacher_finetune.model: the fine-tuned network is the --init teacher's; remove the key"
+                    f"{args.config}: teacher_finetune[{args.stage - 2}].model: the fine-tuned network is the --init"
+                    " teacher's; remove the key"
                 )
-            init = Path(args.init)
-        metrics = train_teacher(cfg, Path(args.clip), out, info, device=args.device, init=init)
+            init, stage = Path(args.init), args.stage
+        metrics = train_teacher(cfg, Path(args.clip), out, info, device=args.device, init=init, stage=stage)
     print(metrics)
 
 

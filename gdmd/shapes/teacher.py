@@ -6,10 +6,11 @@ SD3 (Esser et al. 2024, Sec. 3.1) or uniform; AdamW with warm-up and cosine deca
 clipping at 1; EMA of the weights, which is what gets saved. A checkpoint every
 `checkpoint_every` steps next to the output lets an interrupted run resume.
 
-A second stage (`teacher_finetune:`, `python -m gdmd.shapes.pretrain teacher-finetune
---init <stage-1 teacher>`) continues from a trained teacher's EMA weights with a fresh
-optimiser and schedule, typically a lower learning rate and uniform t: logit-normal t rarely
-visits t < 0.1, where the edges and corners of small shapes are decided.
+Later stages (the list `teacher_finetune:`; stage K >= 2 is `python -m gdmd.shapes.pretrain
+teacher-finetune --stage K --init <stage K-1 teacher>`) continue from the previous stage's
+EMA weights with a fresh optimiser and schedule, typically a lower learning rate and uniform
+t: logit-normal t rarely visits t < 0.1, where the edges and corners of small shapes are
+decided.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def quick_geneval(backbone, model, per_tag: int, images_per_prompt: int, steps: 
 
 
 def _init_networks(cfg, c, clip_dir: Path, init: Path | None, device: str):
-    """Stage 1: a fresh network from `c.model`. Stage 2: the trained teacher in `init`."""
+    """Stage 1: a fresh network from `c.model`. Later stages: the trained teacher in `init`."""
     if init is None:
         arch = c.model.get("arch", "sd3")
         model_cfg = {k: v for k, v in c.model.items() if k != "arch"}
@@ -87,14 +88,17 @@ def _init_networks(cfg, c, clip_dir: Path, init: Path | None, device: str):
     return backbone, model, copy.deepcopy(model).eval().requires_grad_(False)
 
 
-def train_teacher(cfg, clip_dir: Path, out: Path, command_info: dict, device: str = "cpu", init: Path | None = None) -> dict:
-    """Train the teacher (stage 1, `cfg.teacher`) or fine-tune the one in `init` (stage 2,
-    `cfg.teacher_finetune`); the EMA weights go to `out`."""
+def train_teacher(
+    cfg, clip_dir: Path, out: Path, command_info: dict, device: str = "cpu", init: Path | None = None, stage: int = 1
+) -> dict:
+    """Train the teacher (stage 1, `cfg.teacher`) or fine-tune the one in `init` (stage K >= 2,
+    `cfg.teacher_finetune[K - 2]`); the EMA weights go to `out`."""
     from .pretrain import CsvLog, cosine_lr, to_tensor
 
-    stage = 1 if init is None else 2
-    c = cfg.teacher if init is None else cfg.teacher_finetune
-    # stage 2 draws its own captions, dropout and noise (not a replay of stage 1's)
+    if (init is None) != (stage == 1) or not 1 <= stage <= len(cfg.teacher_finetune) + 1:
+        raise ValueError(f"teacher stage {stage} with init {init}: stage 1 trains from scratch, stage K >= 2 needs init")
+    c = cfg.teacher if stage == 1 else cfg.teacher_finetune[stage - 2]
+    # each stage draws its own captions, dropout and noise (not a replay of an earlier one's)
     seed = cfg.seed + 100 * (stage - 1)
     torch.manual_seed(seed)
     backbone, model, ema = _init_networks(cfg, c, clip_dir, init, device)
@@ -110,10 +114,10 @@ def train_teacher(cfg, clip_dir: Path, out: Path, command_info: dict, device: st
             raise UserError(f"{ckpt}: written by another pretraining config; delete it to start over")
         st = checkpoint.load(ckpt, {"model": model, "ema": ema}, {"opt": opt}, {"captions": sampler.rng, "drop": drop_rng})
         start = st["step"]
-        print(f"resuming {'teacher pretraining' if stage == 1 else 'teacher fine-tuning'} from step {start} ({ckpt})", flush=True)
+        print(f"resuming teacher stage {stage} from step {start} ({ckpt})", flush=True)
     log = CsvLog(log_path, ["step", "loss", "grad_norm", "lr", "sec"], append=start > 0)
     n_params = sum(p.numel() for p in model.parameters())
-    name = "teacher" if stage == 1 else "teacher fine-tune"
+    name = "teacher" if stage == 1 else f"teacher stage {stage}"
     bar = tqdm(range(start, c.steps), desc=f"pretrain {name} ({n_params / 1e6:.2f}M params)", mininterval=10)
     for step in bar:
         t0 = time.time()
@@ -160,7 +164,14 @@ def train_teacher(cfg, clip_dir: Path, out: Path, command_info: dict, device: st
     }
     info = {"config": cfglib.to_dict(cfg), "metrics": metrics, "clip": str(clip_dir), "stage": stage, **command_info}
     if init is not None:
-        info["init"] = {"path": str(init), "metrics": json.loads((Path(init) / "info.json").read_text()).get("metrics")}
+        # the chain of earlier stages: each one's directory, stage, metrics and its own init
+        prev = json.loads((Path(init) / "info.json").read_text())
+        info["init"] = {
+            "path": str(init),
+            "stage": prev.get("stage", 1),
+            "metrics": prev.get("metrics"),
+            "init": prev.get("init"),
+        }
     save_teacher(ema, backbone, out, info, extra_files={"metrics.csv": log_path})
     log_path.unlink()
     if ckpt.exists():

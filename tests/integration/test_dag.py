@@ -118,10 +118,11 @@ def test_pretrain_target_trains_installable_assets(workdir):
         info = json.loads((out / asset / "info.json").read_text())
         assert "metrics" in info and "config" in info and "gdmd.shapes.pretrain" in info["command"]
         assert (out / asset / "metrics.csv").is_file()
-    # the teacher is stage 2, fine-tuned from stage 1's
+    # the smoke config's teacher has three stages: teacher_base -> teacher_stage2 -> teacher
     info = json.loads((out / "teacher" / "info.json").read_text())
-    assert info["stage"] == 2 and info["init"]["path"].endswith("teacher_base")
-    assert "teacher-finetune" in info["command"]
+    assert info["stage"] == 3 and info["init"]["path"].endswith("teacher_stage2")
+    assert info["init"]["init"]["path"].endswith("teacher_base") and info["init"]["init"]["stage"] == 1
+    assert "teacher-finetune --stage 3" in info["command"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     r = subprocess.run(
         [sys.executable, "-m", "gdmd.shapes.assets", "install", str(out), str(workdir / "installed")],

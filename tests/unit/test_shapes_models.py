@@ -117,14 +117,23 @@ def test_teacher_finetune_starts_from_the_init_teacher(tiny_assets, tmp_path):
     _, init = load_teacher(tiny_assets / "teacher", tiny_assets / "clip")
     for lr, moved in [(0.0, False), (1e-2, True)]:
         stage2 = TeacherConfig(steps=2, batch_size=4, lr=lr, warmup=0, checkpoint_every=1, eval_per_tag=1)
-        cfg = PretrainConfig(teacher_finetune=stage2)
+        cfg = PretrainConfig(teacher_finetune=(stage2,))
         out = tmp_path / f"ft{lr}"
-        train_teacher(cfg, tiny_assets / "clip", out, {}, init=tiny_assets / "teacher")
+        train_teacher(cfg, tiny_assets / "clip", out, {}, init=tiny_assets / "teacher", stage=2)
         _, tuned = load_teacher(out, tiny_assets / "clip")
         same = all(torch.equal(a, b) for a, b in zip(init.parameters(), tuned.parameters()))
         assert same != moved
         info = json.loads((out / "info.json").read_text())
         assert info["stage"] == 2 and info["init"]["path"] == str(tiny_assets / "teacher")
+    # a third stage continues from the second and records the whole chain
+    stage3 = TeacherConfig(steps=1, batch_size=4, lr=1e-2, warmup=0, checkpoint_every=1, eval_per_tag=1)
+    cfg = PretrainConfig(teacher_finetune=(stage2, stage3))
+    train_teacher(cfg, tiny_assets / "clip", tmp_path / "ft3", {}, init=tmp_path / "ft0.01", stage=3)
+    info = json.loads((tmp_path / "ft3" / "info.json").read_text())
+    assert info["stage"] == 3 and info["init"]["path"] == str(tmp_path / "ft0.01") and info["init"]["stage"] == 2
+    assert info["init"]["init"]["path"] == str(tiny_assets / "teacher")
+    with pytest.raises(ValueError, match="stage 4"):
+        train_teacher(cfg, tiny_assets / "clip", tmp_path / "ft4", {}, init=tmp_path / "ft3", stage=4)
 
 
 def test_teacher_finetune_cli_needs_init_and_no_model(tiny_assets, tmp_path):
@@ -132,8 +141,17 @@ def test_teacher_finetune_cli_needs_init_and_no_model(tiny_assets, tmp_path):
                 "--clip", tiny_assets / "clip", "--out", tmp_path / "t", cwd=ROOT)  # fmt: skip
     assert r.returncode != 0 and "--init" in r.stderr.strip().splitlines()[-1]
     bad = tmp_path / "bad.yaml"
-    bad.write_text((ROOT / "config/pretrain-smoke.yaml").read_text() + "  model: {arch: sd3}\n")
-    r = run_cli("gdmd.shapes.pretrain", "teacher-finetune", "--config", bad, "--clip", tiny_assets / "clip",
+    # the smoke config has two fine-tuning stages (2 and 3); the model key goes into the last
+    bad.write_text((ROOT / "config/pretrain-smoke.yaml").read_text() + "    model: {arch: sd3}\n")
+    r = run_cli("gdmd.shapes.pretrain", "teacher-finetune", "--stage", "3", "--config", bad, "--clip", tiny_assets / "clip",
                 "--init", tiny_assets / "teacher", "--out", tmp_path / "t", cwd=ROOT)  # fmt: skip
-    assert r.returncode != 0 and "teacher_finetune.model" in r.stderr.strip().splitlines()[-1]
+    assert r.returncode != 0 and "teacher_finetune[1].model" in r.stderr.strip().splitlines()[-1]
+    r = run_cli("gdmd.shapes.pretrain", "teacher-finetune", "--stage", "4", "--config", "config/pretrain-smoke.yaml",
+                "--clip", tiny_assets / "clip", "--init", tiny_assets / "teacher", "--out", tmp_path / "t", cwd=ROOT)  # fmt: skip
+    assert r.returncode != 0 and "--stage 4: teacher_finetune has 2 stage(s), so 2..3" in r.stderr.strip().splitlines()[-1]
+    empty = tmp_path / "empty.yaml"
+    empty.write_text((ROOT / "config/pretrain-smoke.yaml").read_text().split("teacher_finetune:")[0])
+    r = run_cli("gdmd.shapes.pretrain", "teacher-finetune", "--config", empty, "--clip", tiny_assets / "clip",
+                "--init", tiny_assets / "teacher", "--out", tmp_path / "t", cwd=ROOT)  # fmt: skip
+    assert r.returncode != 0 and "teacher_finetune: the config has no fine-tuning stage" in r.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "t").exists()

@@ -106,3 +106,42 @@ def all_runs_seeds(pattern):
 
 def preference_weights():
     return ",".join(f"{k}={v}" for k, v in config["preference"]["weights"].items())
+
+
+# -- pretraining (rules/pretrain.smk) --
+PRETRAIN_OUT = config.get("pretrain", {}).get("out", f"results/pretrain/{STUDY}")
+PRETRAIN_CONFIG = config.get("pretrain", {}).get("config", "")
+
+
+def teacher_stages():
+    """1 + the number of `teacher_finetune:` stages of the pretraining config (1 where the
+    file is absent or unreadable: the pretraining CLI then reports what is wrong with it).
+    """
+    from gdmd.config import read_yaml
+    from gdmd.io import UserError
+
+    try:
+        stages = read_yaml(PRETRAIN_CONFIG).get("teacher_finetune") or []
+    except UserError:
+        return 1
+    return 1 + (len(stages) if isinstance(stages, list) else 0)
+
+
+N_TEACHER_STAGES = teacher_stages()
+
+
+def teacher_dir(stage):
+    if stage == N_TEACHER_STAGES:
+        return f"{PRETRAIN_OUT}/teacher"
+    return (
+        f"{PRETRAIN_OUT}/teacher_base"
+        if stage == 1
+        else f"{PRETRAIN_OUT}/teacher_stage{stage}"
+    )
+
+
+def teacher_stage_args(stage, init):
+    """The pretraining CLI's asset arguments of one teacher stage."""
+    return (
+        "teacher" if stage == 1 else f"teacher-finetune --stage {stage} --init {init}"
+    )

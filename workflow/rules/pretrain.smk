@@ -1,10 +1,10 @@
 # The shapes study's pretrained assets. `snakemake pretrain` trains them into
 # config["pretrain"]["out"]; `make pretrain` then installs them into resources/ (the
 # study reads resources/, which no rule writes, so a fresh clone never retrains). The
-# teacher has two stages: pretrain_teacher_base from scratch, pretrain_teacher fine-tunes it.
-
-PRETRAIN_OUT = config.get("pretrain", {}).get("out", f"results/pretrain/{STUDY}")
-PRETRAIN_CONFIG = config.get("pretrain", {}).get("config", "")
+# teacher trains in stages: pretrain_teacher_base (stage 1) from scratch, then one stage per
+# entry of the pretraining config's `teacher_finetune:` list, each from the one before;
+# the last stage writes {out}/teacher (pretrain_teacher), the others {out}/teacher_stage<K>.
+# PRETRAIN_OUT, PRETRAIN_CONFIG, N_TEACHER_STAGES and the helpers are in common.smk.
 
 
 rule pretrain_clip:
@@ -61,11 +61,34 @@ rule pretrain_teacher_base:
         " --out {output} > {log} 2>&1"
 
 
+rule pretrain_teacher_stage:
+    input:
+        config=PRETRAIN_CONFIG,
+        clip=rules.pretrain_clip.output[0],
+        init=lambda w: teacher_dir(int(w.stage) - 1),
+    output:
+        directory(f"{PRETRAIN_OUT}/teacher_stage{{stage}}"),
+    log:
+        log_path("pretrain/teacher_stage{stage}"),
+    benchmark:
+        bench_path("pretrain/teacher_stage{stage}")
+    wildcard_constraints:
+        stage=r"\d+",
+    conda:
+        ENV
+    threads: 4
+    resources:
+        gpu=1,
+    shell:
+        "python -m gdmd.shapes.pretrain teacher-finetune --stage {wildcards.stage} --config {input.config}"
+        " --clip {input.clip} --init {input.init} --out {output} > {log} 2>&1"
+
+
 rule pretrain_teacher:
     input:
         config=PRETRAIN_CONFIG,
         clip=rules.pretrain_clip.output[0],
-        init=rules.pretrain_teacher_base.output[0],
+        init=[teacher_dir(N_TEACHER_STAGES - 1)] if N_TEACHER_STAGES > 1 else [],
     output:
         directory(f"{PRETRAIN_OUT}/teacher"),
     log:
@@ -77,9 +100,11 @@ rule pretrain_teacher:
     threads: 4
     resources:
         gpu=1,
+    params:
+        asset=lambda w, input: teacher_stage_args(N_TEACHER_STAGES, input.init),
     shell:
-        "python -m gdmd.shapes.pretrain teacher-finetune --config {input.config} --clip {input.clip}"
-        " --init {input.init} --out {output} > {log} 2>&1"
+        "python -m gdmd.shapes.pretrain {params.asset} --config {input.config} --clip {input.clip}"
+        " --out {output} > {log} 2>&1"
 
 
 rule pretrain:
