@@ -79,9 +79,11 @@ rule pretrain_teacher_stage:
     threads: 4
     resources:
         gpu=1,
+    params:
+        asset=lambda w, input: teacher_stage_args(int(w.stage), input.init),
     shell:
-        "python -m gdmd.shapes.pretrain teacher-finetune --stage {wildcards.stage} --config {input.config}"
-        " --clip {input.clip} --init {input.init} --out {output} > {log} 2>&1"
+        "python -m gdmd.shapes.pretrain {params.asset} --config {input.config} --clip {input.clip}"
+        " --out {output} > {log} 2>&1"
 
 
 rule pretrain_teacher:
