@@ -25,7 +25,7 @@ from gdmd import config as cfglib
 from gdmd.io import atomic_write_json, provenance
 from gdmd.methods import get_method
 from gdmd.study import RunConfig, run_settings
-from gdmd.train import PROMPT_SOURCES
+from gdmd.train import prompt_source
 
 
 def main():
@@ -43,8 +43,9 @@ def main():
     cfg = cfglib.from_dict(method.Config, run.train, "train")
     torch.manual_seed(0)
     backbone, teacher = backbones.load(run.backbone, run.assets.teacher, run.assets.text_encoder, device=args.device)
-    state = method.setup(cfg, run, backbone, teacher)
-    prompts = PROMPT_SOURCES[cfg.prompts](0, resolution=backbone.latent_shape()[-1])
+    source = prompt_source(cfg.prompts, backbone)
+    state = method.setup(cfg, run, backbone, teacher, source)
+    prompts = source(0)
 
     def timed(name):
         captions, images = prompts.batch(cfg.batch_size, images=getattr(state, "needs_real", False))

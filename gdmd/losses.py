@@ -58,8 +58,22 @@ def dmd_loss(x: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None
     With target = sg(x - g): dL/dx_i = w_i * g_i / B, the DMD gradient, weighted per sample
     (w = 1: DMD; GDMD's reward-derived weights otherwise). x: (B, C, H, W); weights (B,).
     """
-    per_sample = 0.5 * (_wide(x) - _wide(target)).pow(2).flatten(1).sum(1)  # (B,)
+    per_sample = _half_squared_error(x, target)
     if weights is not None:
         per_sample = weights.to(per_sample.dtype) * per_sample
     loss = per_sample.mean()
     return loss, {"dmd_loss": loss.item()}
+
+
+def regression_loss(x: torch.Tensor, target: torch.Tensor):
+    """DMD's regression loss (Yin et al. CVPR 2024, Sec. 3.3), here in model space:
+    L = mean_i 0.5 * || x_i - target_i ||^2 (summed over C, H, W, as `dmd_loss`), where
+    x_i is the generator's output from noise z_i and target_i the teacher's ODE solution
+    from the same z_i. dL/dx_i = (x_i - target_i) / B. DMD uses LPIPS in pixel space."""
+    loss = _half_squared_error(x, target).mean()
+    return loss, {"reg_loss": loss.item()}
+
+
+def _half_squared_error(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """0.5 * || x_i - target_i ||^2 per sample (B,), summed over C, H, W."""
+    return 0.5 * (_wide(x) - _wide(target)).pow(2).flatten(1).sum(1)

@@ -22,6 +22,7 @@ the last checkpoint (all finite) is kept.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import signal
@@ -63,6 +64,11 @@ class ShapesPrompts:
 
 
 PROMPT_SOURCES = {"shapes": ShapesPrompts}
+
+
+def prompt_source(name: str, backbone):
+    """The training prompt source `name` at the backbone's resolution: `seed -> source`."""
+    return functools.partial(PROMPT_SOURCES[name], resolution=backbone.latent_shape()[-1])
 
 
 class MetricsLog:
@@ -130,8 +136,9 @@ def train(run_config: Path, seed: int, out: Path, work: Path, device: str = "cpu
 
     torch.manual_seed(seed)
     backbone, teacher = backbones.load(run.backbone, run.assets.teacher, run.assets.text_encoder, device=device)
-    state = method.setup(cfg, run, backbone, teacher)
-    prompts = PROMPT_SOURCES[cfg.prompts](seed, resolution=backbone.latent_shape()[-1])
+    source = prompt_source(cfg.prompts, backbone)
+    state = method.setup(cfg, run, backbone, teacher, source)
+    prompts = source(seed)
     needs_real = getattr(state, "needs_real", False)
     numpy_rngs = {"prompts": prompts.rng}
 

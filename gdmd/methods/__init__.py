@@ -1,8 +1,10 @@
 """Distillation methods as step functions, picked by the run's `method` from `METHODS`.
 
-A method is a `Method`: its config dataclass (the run's `train:` section), `setup` (build
-the trainable modules and optimisers from the teacher), its step functions by name, and
-`schedule(cfg, iteration)`, which names the steps one iteration runs. `gdmd.train` is the
+A method is a `Method`: its config dataclass (the run's `train:` section), `setup(cfg, run,
+backbone, teacher, prompt_source)` (build the trainable modules and optimisers from the
+teacher; `prompt_source(seed)` gives training captions for anything made at set-up), its
+step functions by name, and `schedule(cfg, iteration)`, which names the steps one
+iteration runs. `gdmd.train` is the
 one loop that drives them all.
 """
 

@@ -23,6 +23,16 @@ and fake score both learn); the generator step adds `gan_generator_weight` x sof
 scenes it drew the captions from). Both weights 0 (the default) is DMD2 without its GAN.
 Our L_DMD sums over pixels where DMD2's averages, so a DMD2 generator weight w corresponds
 to about w x C x H x W here.
+
+Optional regression loss (DMD, Yin et al. CVPR 2024, Sec. 3.3): at set-up the teacher
+solves its ODE (Euler, `reg_steps` steps, CFG `real_cfg_scale`) from `reg_pairs` noises z
+for captions of the training distribution; each generator step adds `reg_weight` x
+0.5 ||G(z, t=1) - ODE(z)||^2 on a batch of these pairs. It ties each noise to the teacher's
+image for it, which keeps a mode-seeking generator from collapsing onto a few easy images.
+With a multi-step generator it anchors the first step (from pure noise), the one step that
+sees z; DMD's one-step generator is that step alone. DMD measures it with LPIPS; we use the
+squared error in model space. The pairs are drawn from the run's seeded RNG, so a resumed
+run rebuilds the same pairs. `reg_weight` 0 (the default) is DMD2, which dropped it.
 """
 
 from __future__ import annotations
@@ -32,8 +42,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
-from gdmd.losses import dmd_gradient, dmd_loss, flow_matching_loss, implicit_target
+from gdmd.losses import dmd_gradient, dmd_loss, flow_matching_loss, implicit_target, regression_loss
+from gdmd.samplers import euler
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,9 @@ class DMDConfig:
     gan_critic_weight: float = 0.0
     gan_t_max: float = 0.0  # the classifier sees x at t ~ U[0, gan_t_max] (0: clean images)
     lr_discriminator: float = 0.0  # learning rate of the classifier head (0: lr_fake)
+    reg_weight: float = 0.0  # DMD's regression loss on teacher ODE pairs (0: off)
+    reg_pairs: int = 256  # (noise, teacher image) pairs, made at set-up
+    reg_steps: int = 50  # the teacher's Euler steps per pair
 
     @property
     def gan(self) -> bool:
@@ -75,6 +90,30 @@ class DiscriminatorHead(torch.nn.Module):
         return self.net(features).squeeze(-1).mean(1)
 
 
+@dataclass(frozen=True)
+class RegressionPairs:
+    """Teacher ODE pairs: noises (N, C, H, W) at t = 1, the teacher's images (model space)
+    from them, and the captions they were drawn for."""
+
+    captions: list[str]
+    noise: torch.Tensor
+    images: torch.Tensor
+
+
+@torch.no_grad()
+def teacher_pairs(cfg: DMDConfig, backbone, teacher, prompt_source, chunk: int = 256) -> RegressionPairs:
+    """`cfg.reg_pairs` captions from `prompt_source(seed)` (seed drawn from torch's RNG), a
+    noise each, and the teacher's guided Euler solution from it."""
+    seed = int(torch.randint(2**31 - 1, ()).item())
+    captions, _ = prompt_source(seed).batch(cfg.reg_pairs)
+    noise = backbone.noise_like(cfg.reg_pairs)
+    images = []
+    for i in tqdm(range(0, cfg.reg_pairs, chunk), desc="regression pairs (teacher ODE)", mininterval=5):
+        cond = backbone.encode_prompts(captions[i : i + chunk])
+        images.append(euler(backbone, teacher, cond, noise[i : i + chunk], cfg.reg_steps, cfg.real_cfg_scale))
+    return RegressionPairs(list(captions), noise, torch.cat(images))
+
+
 @dataclass
 class DMDState:
     """Everything the step functions touch. `modules`/`optimizers` are what checkpoints hold."""
@@ -88,6 +127,7 @@ class DMDState:
     opt_fake: torch.optim.Optimizer
     timesteps: torch.Tensor  # (K,) generator timesteps, from 1 down
     head: torch.nn.Module | None = None  # the GAN classifier (trained with the fake score)
+    pairs: RegressionPairs | None = None  # the regression loss's teacher ODE pairs
 
     @property
     def modules(self) -> dict[str, torch.nn.Module]:
@@ -111,7 +151,14 @@ def generator_timesteps(k: int) -> torch.Tensor:
     return torch.tensor([1.0 - i / k for i in range(k)])
 
 
-def setup(cfg: DMDConfig, run, backbone, teacher) -> DMDState:
+def setup(cfg: DMDConfig, run, backbone, teacher, prompt_source=None) -> DMDState:
+    """Generator and fake score from the teacher; the GAN head and the regression pairs if
+    on. `prompt_source(seed)` gives training captions (`.batch(n)`); the pairs need it."""
+    pairs = None
+    if cfg.reg_weight > 0:
+        if prompt_source is None:
+            raise ValueError("the regression loss needs a prompt source for its teacher pairs")
+        pairs = teacher_pairs(cfg, backbone, teacher.eval(), prompt_source)
     generator = copy.deepcopy(teacher).train().requires_grad_(True)
     fake_score = copy.deepcopy(teacher).train().requires_grad_(True)
     head = None
@@ -121,7 +168,8 @@ def setup(cfg: DMDConfig, run, backbone, teacher) -> DMDState:
         critic_groups.append({"params": list(head.parameters()), "lr": cfg.lr_discriminator or cfg.lr_fake})
     opt_g = torch.optim.AdamW(generator.parameters(), lr=cfg.lr_generator, betas=cfg.betas, weight_decay=cfg.weight_decay)
     opt_f = torch.optim.AdamW(critic_groups, lr=cfg.lr_fake, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    return DMDState(cfg, backbone, teacher, generator, fake_score, opt_g, opt_f, generator_timesteps(run.steps), head)
+    timesteps = generator_timesteps(run.steps)
+    return DMDState(cfg, backbone, teacher, generator, fake_score, opt_g, opt_f, timesteps, head, pairs)
 
 
 def x0_prediction(backbone, model, x_t, t, cond, cfg_scale: float = 1.0) -> torch.Tensor:
@@ -197,8 +245,23 @@ def generator_step(state: DMDState, cond, real=None) -> dict:
         gan = F.softplus(-discriminate(state, x, cond)).mean()
         loss = loss + cfg.gan_generator_weight * gan
         m["gan_generator_loss"] = gan.item()
+    if state.pairs is not None:
+        reg, m_reg = regression(state)
+        loss = loss + cfg.reg_weight * reg
+        m.update(m_reg)
     gn = _update(state.generator.parameters(), state.opt_generator, loss, cfg.grad_clip)
     return {**m, "g_abs": g.abs().mean().item(), "nonfinite": nonfinite, "grad_norm_generator": gn}
+
+
+def regression(state: DMDState):
+    """The regression loss on `batch_size` pairs drawn with replacement: the generator's
+    first step (t = timesteps[0] = 1) from each pair's noise against the teacher's image."""
+    pairs, bb = state.pairs, state.backbone
+    idx = torch.randint(len(pairs.noise), (state.cfg.batch_size,))
+    cond = bb.encode_prompts([pairs.captions[i] for i in idx.tolist()])
+    z = pairs.noise[idx]
+    x = x0_prediction(bb, state.generator, z, state.timesteps[0].expand(len(idx)).to(z.device), cond)
+    return regression_loss(x, pairs.images[idx])
 
 
 def critic_step(state: DMDState, cond, real=None) -> dict:

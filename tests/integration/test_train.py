@@ -145,11 +145,10 @@ def test_resume_refuses_a_changed_config(reference, tiny_assets, tmp_path):
     assert r.returncode == 2 and "train.lr_fake differs" in r.stderr and "delete" in r.stderr
 
 
-def test_gan_run_gets_real_images_and_resumes_exactly(tiny_assets, tmp_path):
-    """With DMD2's GAN term on, the loop hands the steps real images; the classifier head is
-    checkpointed with its optimiser, and a stop/resume ends bit-identical to a straight run."""
-    train = {**TRAIN, "iterations": 6, "gan_generator_weight": 1.0, "gan_critic_weight": 1.0, "gan_t_max": 0.3}
-    run = _settings(tmp_path, tiny_assets, train)
+def _straight_and_resumed(tmp_path, assets, train):
+    """Train the run straight through, and again stopped at iteration 3 and resumed; assert
+    the two final checkpoints are bit-identical; return the straight run's directory."""
+    run = _settings(tmp_path, assets, train)
     straight = tmp_path / "a" / "final"
     r = run_cli("gdmd.train", "--run-config", run, "--seed", 0, "--out", straight)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -159,7 +158,24 @@ def test_gan_run_gets_real_images_and_resumes_exactly(tiny_assets, tmp_path):
     r = run_cli("gdmd.train", "--run-config", run, "--seed", 0, "--out", resumed)
     assert r.returncode == 0 and "resuming dmd seed 0 from iteration 3" in r.stdout, r.stderr[-3000:]
     _assert_identical(straight, resumed)
+    return straight
+
+
+def test_gan_run_gets_real_images_and_resumes_exactly(tiny_assets, tmp_path):
+    """With DMD2's GAN term on, the loop hands the steps real images; the classifier head is
+    checkpointed with its optimiser, and a stop/resume ends bit-identical to a straight run."""
+    train = {**TRAIN, "iterations": 6, "gan_generator_weight": 1.0, "gan_critic_weight": 1.0, "gan_t_max": 0.3}
+    straight = _straight_and_resumed(tmp_path, tiny_assets, train)
     assert any(k.startswith("discriminator_head.") for k in _tensors(straight))
     rows = _rows(straight / "metrics.csv")
     assert len(rows) == 6 and all(0 <= float(r["d_real_acc"]) <= 1 for r in rows)
     assert all(float(r["gan_generator_loss"]) > 0 for r in rows if r["gan_generator_loss"])
+
+
+def test_regression_run_rebuilds_its_pairs_and_resumes_exactly(tiny_assets, tmp_path):
+    """With DMD's regression loss on, the teacher pairs come from the run's seed: a
+    stop/resume (which rebuilds them at set-up) ends bit-identical to a straight run."""
+    train = {**TRAIN, "iterations": 6, "reg_weight": 0.5, "reg_pairs": 6, "reg_steps": 3}
+    rows = _rows(_straight_and_resumed(tmp_path, tiny_assets, train) / "metrics.csv")
+    assert all(float(r["reg_loss"]) > 0 for r in rows if r["reg_loss"])
+    assert sum(bool(r["reg_loss"]) for r in rows) == 3  # generator steps at 0, 2, 4

@@ -5,7 +5,9 @@ import torch
 
 from gdmd.backbones.shapes import load_teacher
 from gdmd.methods import dmd
+from gdmd.samplers import euler
 from gdmd.study import Assets, RunConfig
+from gdmd.train import ShapesPrompts
 
 
 def _setup(assets, **overrides):
@@ -13,7 +15,7 @@ def _setup(assets, **overrides):
     run = RunConfig("t", "dmd", "shapes", Assets("", ""), "dmd", steps=4)
     cfg = dmd.DMDConfig(batch_size=3, lr_generator=1e-3, lr_fake=1e-3, **overrides)
     torch.manual_seed(0)
-    return dmd.setup(cfg, run, backbone, teacher)
+    return dmd.setup(cfg, run, backbone, teacher, ShapesPrompts)
 
 
 @pytest.fixture()
@@ -47,6 +49,7 @@ def test_critic_step_leaves_generator_and_teacher_untouched(state):
 @pytest.mark.parametrize("gan", [False, True])
 def test_generator_step_leaves_fake_score_head_and_teacher_untouched(tiny_assets, gan):
     state = _setup(tiny_assets, gan_generator_weight=float(gan), gan_critic_weight=float(gan))
+    assert state.pairs is None
     cond = state.backbone.encode_prompts(["a red circle", "two squares", "a triangle"])
     others = [state.fake_score, state.teacher] + ([state.head] if gan else [])
     g0, before = snapshot(state.generator), [snapshot(m) for m in others]
@@ -125,3 +128,48 @@ def test_gan_generator_loss_pushes_samples_toward_real_logits(gan_state):
     torch.nn.functional.softplus(-logit).mean().backward()
     with torch.no_grad():
         assert (s.head(feats - 1e-2 * feats.grad) > logit).all()
+
+
+@pytest.fixture()
+def reg_state(tiny_assets):
+    return _setup(tiny_assets, reg_weight=0.5, reg_pairs=5, reg_steps=3)
+
+
+def test_regression_pairs_are_the_teachers_ode_solutions(reg_state):
+    """Each pair: a training caption, a noise, and the teacher's guided Euler solution from it."""
+    p, bb = reg_state.pairs, reg_state.backbone
+    assert len(p.captions) == 5 and p.noise.shape == p.images.shape == (5, 3, 32, 32)
+    expected = euler(bb, reg_state.teacher, bb.encode_prompts(p.captions), p.noise, 3, reg_state.cfg.real_cfg_scale)
+    torch.testing.assert_close(p.images, expected)
+    assert len(set(p.captions)) > 1  # drawn from the caption distribution, not one prompt
+
+
+def test_regression_is_the_first_steps_error_on_the_pairs(reg_state):
+    """Known answer: with targets = the generator's own first step + 0.25, the loss on any
+    batch is 0.5 * (3 * 32 * 32) * 0.25^2 and its gradient moves the output toward them."""
+    s, bb = reg_state, reg_state.backbone
+    with torch.no_grad():
+        t = torch.ones(5)
+        x0 = dmd.x0_prediction(bb, s.generator, s.pairs.noise, t, bb.encode_prompts(s.pairs.captions))
+    s.pairs = dmd.RegressionPairs(s.pairs.captions, s.pairs.noise, x0 + 0.25)
+    loss, m = dmd.regression(s)
+    assert loss.item() == pytest.approx(0.5 * 3 * 32 * 32 * 0.0625, rel=1e-4) and m["reg_loss"] == loss.item()
+    s.pairs = dmd.RegressionPairs(s.pairs.captions, s.pairs.noise, x0)
+    assert dmd.regression(s)[0].item() == pytest.approx(0.0, abs=1e-9)
+
+
+def test_generator_step_with_regression_trains_only_the_generator(reg_state):
+    s = reg_state
+    cond = s.backbone.encode_prompts(["a red circle", "two squares", "a triangle"])
+    g0, f0, t0 = snapshot(s.generator), snapshot(s.fake_score), snapshot(s.teacher)
+    m = dmd.generator_step(s, cond)
+    assert same(f0, snapshot(s.fake_score)) and same(t0, snapshot(s.teacher))
+    assert not same(g0, snapshot(s.generator))
+    assert m["reg_loss"] > 0 and m["dmd_loss"] > 0
+
+
+def test_regression_needs_a_prompt_source(tiny_assets):
+    backbone, teacher = load_teacher(tiny_assets / "teacher", tiny_assets / "clip")
+    run = RunConfig("t", "dmd", "shapes", Assets("", ""), "dmd", steps=4)
+    with pytest.raises(ValueError, match="prompt source"):
+        dmd.setup(dmd.DMDConfig(reg_weight=1.0, reg_pairs=2), run, backbone, teacher)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from gdmd.losses import dmd_gradient, dmd_loss, flow_matching_loss, implicit_target
+from gdmd.losses import dmd_gradient, dmd_loss, flow_matching_loss, implicit_target, regression_loss
 
 
 def test_dmd_gradient_known_answer():
@@ -52,6 +52,19 @@ def test_autograd_of_weighted_dmd_loss(eta):
     torch.testing.assert_close(grad, w.view(-1, 1, 1, 1) * eta * g / 5, rtol=1e-12, atol=1e-14)
     # the loss value is the definition: mean_i w_i 0.5 ||eta g_i||^2
     assert loss.item() == pytest.approx((w * 0.5 * (eta * g).pow(2).sum((1, 2, 3))).mean().item(), rel=1e-12)
+
+
+def test_regression_loss_known_answer_and_gradient():
+    """0.5 ||x_i - y_i||^2 summed over C, H, W, mean over the batch; dL/dx = (x - y) / B."""
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 3, 4, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(3, 3, 4, 4, generator=gen, dtype=torch.float64)
+    loss, m = regression_loss(x, y)
+    (grad,) = torch.autograd.grad(loss, x)
+    torch.testing.assert_close(grad, (x - y).detach() / 3, rtol=1e-12, atol=1e-14)
+    assert m["reg_loss"] == pytest.approx(0.5 * (x - y).pow(2).sum().item() / 3, rel=1e-12)
+    # a constant offset of 0.25 on 48 values per sample: 0.5 * 48 * 0.0625 = 1.5
+    assert regression_loss(y + 0.25, y)[0].item() == pytest.approx(1.5, rel=1e-12)
 
 
 def test_implicit_target_is_detached():
