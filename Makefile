@@ -4,6 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= all
 STUDY ?= config/shapes.yaml
+# CPU numerics (gdmd/numerics.py): pinned = the same bits on any x86-64 CPU with AVX2;
+# native = the CPU's fastest kernels, results that depend on it. `make study NUMERICS=native`
+NUMERICS ?= $(or $(GDMD_NUMERICS),pinned)
+export GDMD_NUMERICS := $(NUMERICS)
 # jobs run `python -m ...`: put the venv first on PATH so that is its python
 SNAKEMAKE := PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES)
 

@@ -18,6 +18,8 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+from . import numerics
+
 
 class UserError(Exception):
     """Bad input: the CLI prints the message on one line and exits non-zero, no traceback."""
@@ -116,6 +118,8 @@ def provenance(**extra) -> dict:
         "command": command_line(),
         # which accelerator a scheduler gave this process (SLURM sets it for --gpus)
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        # CPU numerics mode, CPU model and torch's kernel choice (see gdmd/numerics.py)
+        "numerics": numerics.describe(),
         **extra,
     }
 

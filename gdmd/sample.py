@@ -6,9 +6,14 @@
 
 Teacher runs integrate the teacher's ODE with guided Euler steps; student runs (with
 --checkpoint) run their few-step generator. Every image's starting noise is drawn from its
-own generator seeded by (seed, prompt index, sample index), so an image does not depend on
-the batch size or on which other prompts are sampled. The folder is written under a
-temporary name and renamed when complete.
+own generator seeded by (seed, prompt index, sample index), so an image's noise does not
+depend on the batch size or on which other prompts are sampled. Its pixels do not either in
+the pinned numerics mode (gdmd/numerics.py), with one more measure: MKL multiplies matrices
+of 1-3 rows with other kernels than larger ones (they round differently), so a batch of
+fewer than `MIN_ROWS` images is padded with copies of its last image, whose outputs are
+dropped. In the native mode an image may differ across batch sizes in the last bits of its
+floats (and then by a grey level). The folder is written under a temporary name and renamed
+when complete.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from .io import CliParser, atomic_dir, atomic_write_json, provenance, run_cli
 from .methods import load_generator, noises_per_image
 from .samplers import euler, to_uint8
 from .study import load_run
+
+MIN_ROWS = 4  # smallest batch the network sees (see the module docstring)
 
 
 def image_noise(backbone, seed: int, index: int, k: int, count: int = 1) -> list[torch.Tensor]:
@@ -64,11 +71,12 @@ def main(argv=None):
     with atomic_dir(args.out) as tmp:
         for b in tqdm(range(0, len(jobs), run.batch_size), desc=f"sample {run.run}", mininterval=5):
             chunk = jobs[b : b + run.batch_size]
-            cond = backbone.encode_prompts([metas[i]["prompt"] for i, _ in chunk])
-            per_image = [image_noise(backbone, args.seed, i, k, n_noise) for i, k in chunk]
+            padded = chunk + chunk[-1:] * (MIN_ROWS - len(chunk))  # see MIN_ROWS
+            cond = backbone.encode_prompts([metas[i]["prompt"] for i, _ in padded])
+            per_image = [image_noise(backbone, args.seed, i, k, n_noise) for i, k in padded]
             noises = [torch.cat([p[j] for p in per_image]) for j in range(n_noise)]
             with torch.no_grad():
-                x = sample_fn(cond, noises)
+                x = sample_fn(cond, noises)[: len(chunk)]
             for (i, _), img in zip(chunk, to_uint8(backbone.decode(x))):
                 images[i].append(img)
             # write finished prompts as we go, so memory stays flat

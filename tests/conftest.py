@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+
+# gdmd before torch (test modules import torch after this file): fixes the numerics mode
+import gdmd  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -35,6 +37,8 @@ TINY_SD3 = dict(
 @pytest.fixture(scope="session")
 def tiny_assets(tmp_path_factory):
     """Random shapes CLIP, aesthetic head and SD3 teacher, saved like the real assets."""
+    import torch
+
     from gdmd.backbones.shapes import ShapesBackbone, save_teacher
     from gdmd.shapes import clip as shapes_clip
 
