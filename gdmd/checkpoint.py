@@ -119,6 +119,14 @@ def load(
     return meta
 
 
+def has_module(path: str | Path, name: str) -> bool:
+    """Whether checkpoint `path` holds weights of module `name`."""
+    from safetensors import safe_open
+
+    with safe_open(Path(path) / TENSORS, "pt") as f:
+        return any(k.startswith(f"{name}.") for k in f.keys())
+
+
 def load_module_weights(path: str | Path, name: str, module: torch.nn.Module) -> dict:
     """Load only module `name`'s weights from a checkpoint (e.g. a trained generator)."""
     return load(path, {name: module}, restore_rng=False)

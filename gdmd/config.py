@@ -4,12 +4,18 @@
 into the dataclass `cls`, recursing into nested dataclass fields. Errors are `UserError`s
 that name the file and the dotted key, e.g.
 `config/pretrain.yaml: teacher.lr: expected float, got 'fast'`.
+
+Ranges: a field made with `param(default, ge=..., gt=..., le=..., lt=...)` is checked
+against its bounds, every float must be finite (NaN and inf are refused everywhere), and a
+dataclass may define `check(self) -> (key, message) | None` for rules between fields
+(e.g. tau_min < tau_max). All fail with the dotted key: `train.gen_every: must be >= 1, got 0`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -17,6 +23,27 @@ from pathlib import Path
 import yaml
 
 from .io import UserError
+
+
+def param(default, *, ge=None, gt=None, le=None, lt=None):
+    """A config field with bounds, checked by `from_dict` (see the module docstring)."""
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    if isinstance(default, (list, dict)):
+        raise TypeError("mutable defaults are not allowed in frozen configs")
+    return dataclasses.field(default=default, metadata={"bounds": bounds})
+
+
+_BOUNDS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b), "le": ("<=", lambda v, b: v <= b),
+           "lt": ("<", lambda v, b: v < b)}  # fmt: skip
+
+
+def _check_bounds(value, bounds: dict, where: str) -> None:
+    if value is None:
+        return
+    for name, bound in bounds.items():
+        op, ok = _BOUNDS[name]
+        if not ok(value, bound):
+            raise UserError(f"{where}: must be {op} {bound}, got {value!r}")
 
 
 def _type_name(t) -> str:
@@ -70,6 +97,8 @@ def _convert(value, tp, where: str):
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"{where}: expected float, got {value!r}")
+        if not math.isfinite(value):
+            raise UserError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -94,9 +123,15 @@ def from_dict(cls, data: dict, where: str = ""):
         key = f"{where}.{name}" if where else name
         if name in data:
             kwargs[name] = _convert(data[name], hints[name], key)
+            _check_bounds(kwargs[name], f.metadata.get("bounds", {}), key)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise UserError(f"{key}: required key is missing")
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    problem = obj.check() if hasattr(obj, "check") else None
+    if problem:
+        key, message = problem
+        raise UserError(f"{where + '.' if where else ''}{key}: {message}")
+    return obj
 
 
 def read_yaml(path: str | Path) -> dict:

@@ -28,7 +28,8 @@ from eval.geneval.folder import read_metadata, write_prompt_folder
 
 from . import backbones
 from .io import CliParser, atomic_dir, atomic_write_json, provenance, run_cli
-from .methods import load_generator, noises_per_image
+from .methods import noises_per_image
+from .methods.dmd import load_generator
 from .samplers import euler, to_uint8
 from .study import load_run
 

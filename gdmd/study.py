@@ -35,6 +35,7 @@ class RunConfig:
     cfg_scale: float = 1.0  # classifier-free guidance at sampling (teacher runs)
     batch_size: int = 128  # sampling batch size
     train: dict = field(default_factory=dict)  # method hyper-parameters, checked by the method
+    weights: dict = field(default_factory=dict)  # named weight paths of the study's scorers (rewards)
 
     @property
     def nfe(self) -> int:
@@ -57,6 +58,7 @@ def run_settings(study: dict, run: str) -> dict:
         "cfg_scale": r.get("cfg_scale", 1.0),
         "batch_size": study.get("sampling", {}).get("batch_size", 128),
         "train": r.get("train", {}),
+        "weights": dict(study.get("preference", {}).get("weights", {})),
     }
 
 

@@ -13,7 +13,9 @@ Files (the work directory defaults to `<out>/../work`, which is not a DAG output
   resolved config, package versions), replaced atomically every `checkpoint_every`
   iterations and when SIGTERM or SIGUSR1 arrive (what SLURM sends before preemption);
   a restarted run resumes from it, bit for bit;
-- `<out>/`: the final checkpoint, with a copy of metrics.csv, written atomically at the end.
+- `<out>/`: the final checkpoint, with a copy of metrics.csv, written atomically at the end;
+- `--metrics-out FILE`: one more copy of metrics.csv (the DAG's training log, which the
+  reports read, so they can be rebuilt from logs without checkpoints).
 
 A non-finite loss or gradient stops training with a one-line error naming the iteration;
 the last checkpoint (all finite) is kept.
@@ -25,6 +27,7 @@ import csv
 import functools
 import json
 import math
+import shutil
 import signal
 import sys
 import time
@@ -35,8 +38,8 @@ from tqdm import tqdm
 
 from . import backbones, checkpoint
 from . import config as cfglib
-from .io import CliParser, UserError, run_cli
-from .methods import get_method
+from .io import CliParser, UserError, atomic_path, run_cli
+from .methods import Batch, get_method
 from .study import load_run
 
 METRICS = "metrics.csv"
@@ -124,15 +127,21 @@ def _finite(metrics: dict) -> bool:
     return all(math.isfinite(v) for v in metrics.values() if isinstance(v, float))
 
 
-def train(run_config: Path, seed: int, out: Path, work: Path, device: str = "cpu", max_iterations: int | None = None) -> None:
+def train(
+    run_config: Path,
+    seed: int,
+    out: Path,
+    work: Path,
+    device: str = "cpu",
+    max_iterations: int | None = None,
+    metrics_out: Path | None = None,
+) -> None:
     run = load_run(run_config)
     method = get_method(run.method)
     try:
         cfg = cfglib.from_dict(method.Config, run.train, "train")
     except UserError as e:
         raise UserError(f"{run_config}: {e}") from None
-    if cfg.prompts not in PROMPT_SOURCES:
-        raise UserError(f"{run_config}: unknown prompt source {cfg.prompts!r}; known: {', '.join(PROMPT_SOURCES)}")
 
     torch.manual_seed(seed)
     backbone, teacher = backbones.load(run.backbone, run.assets.teacher, run.assets.text_encoder, device=device)
@@ -140,6 +149,7 @@ def train(run_config: Path, seed: int, out: Path, work: Path, device: str = "cpu
     state = method.setup(cfg, run, backbone, teacher, source)
     prompts = source(seed)
     needs_real = getattr(state, "needs_real", False)
+    repeats = getattr(state, "prompt_repeats", 1)  # rows per caption (a method's sample groups)
     numpy_rngs = {"prompts": prompts.rng}
 
     work.mkdir(parents=True, exist_ok=True)
@@ -172,12 +182,10 @@ def train(run_config: Path, seed: int, out: Path, work: Path, device: str = "cpu
     bar = tqdm(range(start, end), desc=f"train {run.run} seed {seed}", initial=start, total=cfg.iterations, mininterval=5)
     for it in bar:
         t0 = time.time()
-        captions, images = prompts.batch(cfg.batch_size, images=needs_real)
-        cond = backbone.encode_prompts(captions)
-        real = None if images is None else backbone.encode_images(images).to(backbone.device)
+        batch = draw_batch(prompts, backbone, it, cfg.batch_size, repeats, needs_real)
         row: dict = {"iteration": it}
         for name in method.schedule(cfg, it):
-            row.update(method.steps[name](state, cond, real))
+            row.update(method.steps[name](state, batch))
         if not _finite(row):
             bad = ", ".join(f"{k}={v}" for k, v in row.items() if k != "iteration")
             kept = f"last good checkpoint {latest} (iteration {start_of(latest)})" if latest.exists() else "no checkpoint yet"
@@ -196,7 +204,22 @@ def train(run_config: Path, seed: int, out: Path, work: Path, device: str = "cpu
         return
     final_state = {"iteration": cfg.iterations, **ckpt_state}
     checkpoint.save(out, state.modules, state.optimizers, final_state, numpy_rngs, extra_files={METRICS: work / METRICS})
+    if metrics_out is not None:
+        with atomic_path(metrics_out, ".csv") as tmp:
+            shutil.copyfile(work / METRICS, tmp)
     note(f"wrote {out}")
+
+
+def draw_batch(prompts, backbone, iteration: int, batch_size: int, repeats: int = 1, images: bool = False) -> Batch:
+    """One iteration's batch: batch_size / repeats captions from the prompt source, each
+    repeated `repeats` times in a row (group ids 0, 0, ..., 1, 1, ...), their condition, and
+    their real images in model space if asked for."""
+    captions, real = prompts.batch(batch_size // repeats, images=images)
+    groups = torch.arange(len(captions)).repeat_interleave(repeats)
+    captions = [c for c in captions for _ in range(repeats)]
+    if real is not None:
+        real = backbone.encode_images(real.repeat_interleave(repeats, 0)).to(backbone.device)
+    return Batch(iteration, captions, backbone.encode_prompts(captions), real, groups)
 
 
 def _differences(a, b, prefix=""):
@@ -207,7 +230,7 @@ def _differences(a, b, prefix=""):
         yield prefix
 
 
-TRAINING_FIELDS = ("backbone", "assets", "method", "steps", "train")  # what a resumed run must share
+TRAINING_FIELDS = ("backbone", "assets", "method", "steps", "train", "weights")  # what a resumed run must share
 
 
 def _training_fields(run: dict) -> dict:
@@ -237,8 +260,10 @@ def main(argv=None):
     p.add_argument("--work", type=Path, help="checkpoints and metrics while training (default <out>/../work)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--max-iterations", type=int, help="stop after this many iterations (keeps the run resumable)")
+    p.add_argument("--metrics-out", type=Path, help="a copy of the training log (metrics.csv), written at the end")
     args = p.parse_args(argv)
-    train(args.run_config, args.seed, args.out, args.work or args.out.parent / "work", args.device, args.max_iterations)
+    work = args.work or args.out.parent / "work"
+    train(args.run_config, args.seed, args.out, work, args.device, args.max_iterations, args.metrics_out)
 
 
 if __name__ == "__main__":

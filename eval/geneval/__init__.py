@@ -3,6 +3,6 @@
 Public API: `Detection`, `select`, `judge`, `summarize`, `relative_position`.
 """
 
-from .rules import COLORS, TAGS, Detection, box_iou, judge, relative_position, select, summarize
+from .rules import COLORS, TAGS, Detection, box_iou, empty_rates, judge, relative_position, select, summarize
 
-__all__ = ["COLORS", "TAGS", "Detection", "box_iou", "judge", "relative_position", "select", "summarize"]
+__all__ = ["COLORS", "TAGS", "Detection", "box_iou", "empty_rates", "judge", "relative_position", "select", "summarize"]

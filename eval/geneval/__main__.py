@@ -97,6 +97,7 @@ def main(argv=None):
     rows = score_folder(args.images, backend, opts, batch_size=max(args.batch_size, 1) * 8, colors=colors)
     summary = J.summarize(rows)
     summary.update(
+        empty=J.empty_rates(rows),
         images=len(rows),
         prompts=len({r["metadata"] for r in rows}),
         options=opts,

@@ -82,6 +82,16 @@ class Sample:
     path: Path
     metadata: dict
 
+    @property
+    def index(self) -> int:
+        """The prompt's index (its folder <index:05d>)."""
+        return int(self.path.parent.parent.name)
+
+    @property
+    def sample(self) -> int:
+        """k of samples/<k:04d>.png."""
+        return int(self.path.stem)
+
 
 def list_samples(root: str | Path) -> list[Sample]:
     """Every sample of a GenEval folder, in index then sample order; validates the layout."""

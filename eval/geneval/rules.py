@@ -15,6 +15,7 @@ Re-implements the rules of djghosh13/geneval, evaluation/evaluate_images.py (com
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -189,3 +190,15 @@ def summarize(rows: Sequence[Mapping]) -> dict:
     tags = {t: sum(v) / len(v) for t, v in hits.items()}
     overall = sum(tags.values()) / len(tags) if tags else math.nan
     return {"tags": tags, "overall": overall}
+
+
+def empty_rates(rows: Sequence[Mapping]) -> dict:
+    """A collapse diagnostic beside GenEval's score (not part of GenEval): the share of
+    images in which nothing was kept (no detection of any class above the threshold), over
+    all images and per tag. Reads each row's `details` (the kept boxes per class)."""
+    flags: dict[str, list[bool]] = {}
+    for r in rows:
+        details = r["details"] if isinstance(r["details"], Mapping) else json.loads(r["details"])
+        flags.setdefault(r["tag"], []).append(not any(details.values()))
+    every = [f for v in flags.values() for f in v]
+    return {"overall": sum(every) / len(every) if every else math.nan, "tags": {t: sum(v) / len(v) for t, v in flags.items()}}

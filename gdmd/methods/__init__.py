@@ -1,36 +1,65 @@
 """Distillation methods as step functions, picked by the run's `method` from `METHODS`.
 
-A method is a `Method`: its config dataclass (the run's `train:` section), `setup(cfg, run,
-backbone, teacher, prompt_source)` (build the trainable modules and optimisers from the
-teacher; `prompt_source(seed)` gives training captions for anything made at set-up), its
-step functions by name, and `schedule(cfg, iteration)`, which names the steps one
-iteration runs. `gdmd.train` is the
-one loop that drives them all.
+A method is a `Method`: its config dataclass (the run's `train:` section, in
+`gdmd.methods.configs`), and a module `gdmd.methods.<module>` with
+- `setup(cfg, run, backbone, teacher, prompt_source) -> state`: the trainable modules and
+  optimisers from the teacher (`prompt_source(seed)` gives training captions for anything
+  made at set-up); the state names its `modules` and `optimizers` (what checkpoints hold)
+  and may set `prompt_repeats` (each caption of a batch repeated that many times: a
+  group of samples per prompt) and `needs_real` (real images with each batch);
+- `STEPS`: its step functions by name, each `step(state, batch) -> metrics` on a `Batch`;
+- `schedule(cfg, iteration)`: the names of the steps one iteration runs.
+`gdmd.train` is the one loop that drives them all. The module is imported only when the
+method is used, so the table, and the configs the DAG checks at parse time, cost no torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 from dataclasses import dataclass
-
-import torch
+from typing import Any
 
 from gdmd.io import UserError
 
-from . import dmd
+from .configs import CONFIGS
+
+
+@dataclass
+class Batch:
+    """What one iteration's steps receive: the iteration (0-based), the batch's captions, their
+    condition (backbone-specific), real images in model space (methods that ask), and the
+    group each row belongs to (rows with the same caption drawn together: `prompt_repeats`)."""
+
+    iteration: int
+    captions: list[str]
+    cond: Any
+    real: Any = None
+    groups: Any = None  # (B,) LongTensor
 
 
 @dataclass(frozen=True)
 class Method:
     Config: type
-    setup: Callable
-    steps: dict[str, Callable]
-    schedule: Callable
+    module: str  # gdmd.methods.<module>
+
+    @property
+    def impl(self):
+        return importlib.import_module(f"{__name__}.{self.module}")
+
+    @property
+    def setup(self):
+        return self.impl.setup
+
+    @property
+    def steps(self) -> dict:
+        return self.impl.STEPS
+
+    @property
+    def schedule(self):
+        return self.impl.schedule
 
 
-METHODS: dict[str, Method] = {
-    "dmd": Method(dmd.DMDConfig, dmd.setup, dmd.STEPS, dmd.schedule),
-}
+METHODS: dict[str, Method] = {name: Method(cfg, name) for name, cfg in CONFIGS.items()}
 
 
 def get_method(name: str) -> Method:
@@ -42,23 +71,3 @@ def get_method(name: str) -> Method:
 def noises_per_image(run) -> int:
     """Independent noise tensors one image needs: the start, plus one re-noise per later step."""
     return 1 if run.method == "teacher" else run.steps
-
-
-def load_generator(run, backbone, teacher, checkpoint_path):
-    """A trained few-step generator and its sampler `(cond, noises) -> x0`."""
-    import copy
-
-    from gdmd import checkpoint
-
-    if checkpoint_path is None:
-        raise UserError(f"run {run.run!r} ({run.method}) samples from a trained generator: pass --checkpoint")
-    generator = copy.deepcopy(teacher)
-    checkpoint.load_module_weights(checkpoint_path, "generator", generator)
-    generator.eval().requires_grad_(False)
-    timesteps = dmd.generator_timesteps(run.steps)
-
-    @torch.no_grad()
-    def sample(cond, noises):
-        return dmd.few_step(backbone, generator, cond, noises, timesteps)
-
-    return generator, sample

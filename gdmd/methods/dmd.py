@@ -10,8 +10,14 @@ Per iteration (DMD2, Yin et al. NeurIPS 2024, Alg. 1; tianweiy/DMD2 main/sd_guid
   3. x0_real = the teacher's x0 prediction with CFG (real score), x0_fake = the fake
      score's (no CFG);
   4. g = (x0_fake - x0_real) / mean_CHW |x - x0_real|;
-  5. L_DMD = 0.5 || x - sg(x - g) ||^2.
-Generator and fake score start as copies of the teacher.
+  5. L_DMD = 0.5 mean_CHW (x - sg(x - g))^2 (DMD2's mean reduction).
+Generator and fake score start as copies of the teacher. With `ema_decay` > 0 the state
+also keeps an exponential moving average of the generator (DMD2's `ema_decay`), updated
+after every generator update; students are then sampled from it.
+
+The RL methods compose these pieces (`dmd_term`, `generator_update`, `critic_step`,
+`distribution_matching`): they call `dmd_term` first, so with their RL weight at 0 their
+generator update is DMD's, random draws included.
 
 Optional GAN term (DMD2 Sec. 4.3; tianweiy/DMD2 main/sd_guidance.py at 4e54501,
 compute_cls_logits and the generator/guidance "cls" losses): a small classifier head on the
@@ -21,8 +27,7 @@ DMD2's `diffusion_gan` option, noised to t ~ U[0, gan_t_max]. The critic step ad
 and fake score both learn); the generator step adds `gan_generator_weight` x softplus(-D(x))
 (non-saturating). Real images come with the batch's captions (the shapes world renders the
 scenes it drew the captions from). Both weights 0 (the default) is DMD2 without its GAN.
-Our L_DMD sums over pixels where DMD2's averages, so a DMD2 generator weight w corresponds
-to about w x C x H x W here.
+L_DMD is a mean over pixels as DMD2's, so DMD2's GAN weights carry over.
 
 Optional regression loss (DMD, Yin et al. CVPR 2024, Sec. 3.3): at set-up the teacher
 solves its ODE (Euler, `reg_steps` steps, CFG `real_cfg_scale`) from `reg_pairs` noises z
@@ -48,33 +53,10 @@ from tqdm import tqdm
 from gdmd.losses import dmd_gradient, dmd_loss, flow_matching_loss, implicit_target, regression_loss
 from gdmd.samplers import euler
 
+from . import Batch
+from .configs import DMDConfig
 
-@dataclass(frozen=True)
-class DMDConfig:
-    iterations: int = 1000  # critic updates; the generator updates every `gen_every`
-    batch_size: int = 32
-    gen_every: int = 5  # DMD2: 5 (SD1.5) or 10 (SDXL)
-    tau_min: float = 0.02  # DMD2's renoise range
-    tau_max: float = 0.98
-    real_cfg_scale: float = 4.0
-    lr_generator: float = 2e-5
-    lr_fake: float = 2e-5
-    betas: tuple[float, float] = (0.0, 0.999)
-    weight_decay: float = 0.0
-    grad_clip: float = 10.0
-    checkpoint_every: int = 100
-    prompts: str = "shapes"  # training prompt source (see gdmd.train.PROMPT_SOURCES)
-    gan_generator_weight: float = 0.0  # DMD2's GAN term (0: off)
-    gan_critic_weight: float = 0.0
-    gan_t_max: float = 0.0  # the classifier sees x at t ~ U[0, gan_t_max] (0: clean images)
-    lr_discriminator: float = 0.0  # learning rate of the classifier head (0: lr_fake)
-    reg_weight: float = 0.0  # DMD's regression loss on teacher ODE pairs (0: off)
-    reg_pairs: int = 256  # (noise, teacher image) pairs, made at set-up
-    reg_steps: int = 50  # the teacher's Euler steps per pair
-
-    @property
-    def gan(self) -> bool:
-        return self.gan_generator_weight > 0 or self.gan_critic_weight > 0
+__all__ = ["DMDConfig", "setup", "STEPS", "schedule"]
 
 
 class DiscriminatorHead(torch.nn.Module):
@@ -129,10 +111,14 @@ class DMDState:
     timesteps: torch.Tensor  # (K,) generator timesteps, from 1 down
     head: torch.nn.Module | None = None  # the GAN classifier (trained with the fake score)
     pairs: RegressionPairs | None = None  # the regression loss's teacher ODE pairs
+    generator_ema: torch.nn.Module | None = None  # EMA of the generator (ema_decay > 0)
+    prompt_repeats: int = 1  # rows per caption in a batch (see gdmd.methods)
 
     @property
     def modules(self) -> dict[str, torch.nn.Module]:
         mods = {"generator": self.generator, "fake_score": self.fake_score}
+        if self.generator_ema is not None:
+            mods["generator_ema"] = self.generator_ema
         if self.head is not None:
             mods["discriminator_head"] = self.head
         return mods
@@ -152,25 +138,36 @@ def generator_timesteps(k: int) -> torch.Tensor:
     return torch.tensor([1.0 - i / k for i in range(k)])
 
 
-def setup(cfg: DMDConfig, run, backbone, teacher, prompt_source=None) -> DMDState:
-    """Generator and fake score from the teacher; the GAN head and the regression pairs if
-    on. `prompt_source(seed)` gives training captions (`.batch(n)`); the pairs need it."""
+def trainable_copy(teacher: torch.nn.Module) -> torch.nn.Module:
+    """A full-weight trainable copy of the teacher (the default generator and fake score)."""
+    return copy.deepcopy(teacher).train().requires_grad_(True)
+
+
+def setup(
+    cfg: DMDConfig, run, backbone, teacher, prompt_source=None, state_class=None, make_fake=trainable_copy, **fields
+) -> DMDState:
+    """Generator and fake score from the teacher; the GAN head, the regression pairs and the
+    generator EMA if on. `prompt_source(seed)` gives training captions (`.batch(n)`); the
+    pairs need it. Other methods pass their state class and its extra fields, and
+    `make_fake(teacher)` where their fake score is not a full copy (DMDR's LoRA)."""
     pairs = None
     if cfg.reg_weight > 0:
         if prompt_source is None:
             raise ValueError("the regression loss needs a prompt source for its teacher pairs")
         pairs = teacher_pairs(cfg, backbone, teacher.eval(), prompt_source)
-    generator = copy.deepcopy(teacher).train().requires_grad_(True)
-    fake_score = copy.deepcopy(teacher).train().requires_grad_(True)
+    generator = trainable_copy(teacher)
+    fake_score = make_fake(teacher)
     head = None
-    critic_groups = [{"params": list(fake_score.parameters())}]
+    critic_groups = [{"params": [p for p in fake_score.parameters() if p.requires_grad]}]
     if cfg.gan:
         head = DiscriminatorHead(backbone.feature_width(teacher)).to(backbone.device)
         critic_groups.append({"params": list(head.parameters()), "lr": cfg.lr_discriminator or cfg.lr_fake})
     opt_g = torch.optim.AdamW(generator.parameters(), lr=cfg.lr_generator, betas=cfg.betas, weight_decay=cfg.weight_decay)
     opt_f = torch.optim.AdamW(critic_groups, lr=cfg.lr_fake, betas=cfg.betas, weight_decay=cfg.weight_decay)
     timesteps = generator_timesteps(run.steps)
-    return DMDState(cfg, backbone, teacher, generator, fake_score, opt_g, opt_f, timesteps, head, pairs)
+    ema = copy.deepcopy(generator).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
+    cls = state_class or DMDState
+    return cls(cfg, backbone, teacher, generator, fake_score, opt_g, opt_f, timesteps, head, pairs, ema, **fields)
 
 
 def x0_prediction(backbone, model, x_t, t, cond, cfg_scale: float = 1.0) -> torch.Tensor:
@@ -196,8 +193,8 @@ def few_step(backbone, generator, cond, noises: list[torch.Tensor], timesteps: t
     return x0
 
 
-def _simulate(state: DMDState, cond, with_grad: bool) -> torch.Tensor:
-    """Backward simulation: k ~ U{0..K-1}, k steps without grad, then G at t_k."""
+def simulate(state: DMDState, cond, with_grad: bool) -> torch.Tensor:
+    """Backward simulation (step 1): k ~ U{0..K-1}, k steps without grad, then G at t_k."""
     K = len(state.timesteps)
     n = len(cond)
     k = int(torch.randint(K, ()).item())
@@ -206,17 +203,61 @@ def _simulate(state: DMDState, cond, with_grad: bool) -> torch.Tensor:
         return few_step(state.backbone, state.generator, cond, noises, state.timesteps, grad_from=k)
 
 
-def distribution_matching(state: DMDState, x: torch.Tensor, cond):
-    """Steps 2-4: renoise x, query real and fake scores, return (g, nonfinite, tau)."""
-    cfg, bb = state.cfg, state.backbone
-    n = x.shape[0]
-    tau = cfg.tau_min + (cfg.tau_max - cfg.tau_min) * torch.rand(n, device=x.device)
+def renoise_times(cfg: DMDConfig, n: int, device) -> torch.Tensor:
+    """DMD2's re-noise times tau ~ U[tau_min, tau_max], (n,)."""
+    return cfg.tau_min + (cfg.tau_max - cfg.tau_min) * torch.rand(n, device=device)
+
+
+def teacher_x0(state: DMDState, x_tau, tau, cond) -> torch.Tensor:
+    """The real score's x0 prediction: the teacher with CFG `real_cfg_scale`."""
+    return x0_prediction(state.backbone, state.teacher, x_tau, tau, cond, state.cfg.real_cfg_scale)
+
+
+@dataclass
+class Query:
+    """One distribution-matching query (steps 2-4) of samples x: the re-noise times and
+    noisy inputs, both scores' x0 predictions, and g with its count of non-finite values."""
+
+    tau: torch.Tensor  # (B,)
+    x_tau: torch.Tensor
+    x0_real: torch.Tensor
+    x0_fake: torch.Tensor
+    g: torch.Tensor
+    nonfinite: int
+
+
+def distribution_matching(state: DMDState, x: torch.Tensor, cond, tau=None, real_x0=None, fake_score=None) -> Query:
+    """Steps 2-4: re-noise x at tau (drawn if not given), query the real score (`real_x0`,
+    default the guided teacher) and the fake score (default the current one)."""
+    bb = state.backbone
+    if tau is None:
+        tau = renoise_times(state.cfg, x.shape[0], x.device)
     x_tau = bb.add_noise(x.detach(), tau, torch.randn_like(x))
     with torch.no_grad():
-        x0_real = x0_prediction(bb, state.teacher, x_tau, tau, cond, cfg.real_cfg_scale)
-        x0_fake = x0_prediction(bb, state.fake_score, x_tau, tau, cond)
+        x0_real = (real_x0 or teacher_x0)(state, x_tau, tau, cond)
+        x0_fake = x0_prediction(bb, fake_score or state.fake_score, x_tau, tau, cond)
     g, nonfinite = dmd_gradient(x, x0_real, x0_fake)
-    return g, nonfinite, tau
+    return Query(tau, x_tau, x0_real, x0_fake, g, nonfinite)
+
+
+@dataclass
+class Term:
+    """DMD's generator term: the sample x (with the generator's gradient), L_DMD, its metrics
+    and the query it came from."""
+
+    x: torch.Tensor
+    loss: torch.Tensor
+    metrics: dict
+    query: Query
+
+
+def dmd_term(state: DMDState, batch: Batch, tau=None, real_x0=None) -> Term:
+    """Steps 1-5 on the batch. DMD's own extra terms (GAN, regression) are added by
+    `generator_extras`."""
+    x = simulate(state, batch.cond, with_grad=True)
+    q = distribution_matching(state, x, batch.cond, tau, real_x0)
+    loss, m = dmd_loss(x, implicit_target(x, q.g))
+    return Term(x, loss, {**m, "g_abs": q.g.abs().mean().item(), "nonfinite": q.nonfinite}, q)
 
 
 def _update(params, opt, loss, clip) -> float:
@@ -225,6 +266,24 @@ def _update(params, opt, loss, clip) -> float:
     gn = torch.nn.utils.clip_grad_norm_(params, clip)
     opt.step()
     return float(gn)
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """ema <- decay ema + (1 - decay) model, parameter by parameter (buffers copied)."""
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach(), 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+def generator_update(state: DMDState, loss, metrics: dict) -> dict:
+    """Step the generator on `loss` (clipped), then its EMA; return the metrics with the
+    generator's gradient norm (before clipping)."""
+    gn = _update(state.generator.parameters(), state.opt_generator, loss, state.cfg.grad_clip)
+    if state.generator_ema is not None:
+        ema_update(state.generator_ema, state.generator, state.cfg.ema_decay)
+    return {**metrics, "grad_norm_generator": gn}
 
 
 def discriminate(state: DMDState, x, cond) -> torch.Tensor:
@@ -236,22 +295,25 @@ def discriminate(state: DMDState, x, cond) -> torch.Tensor:
     return state.head(feats)
 
 
-def generator_step(state: DMDState, cond, real=None) -> dict:
-    """DMD generator update (steps 1-5, plus the GAN term if on); steps only the generator."""
+def generator_extras(state: DMDState, x, batch: Batch, loss, metrics: dict):
+    """DMD's optional generator terms on x: the GAN term and the regression loss."""
     cfg = state.cfg
-    x = _simulate(state, cond, with_grad=True)
-    g, nonfinite, _ = distribution_matching(state, x, cond)
-    loss, m = dmd_loss(x, implicit_target(x, g))
     if cfg.gan_generator_weight > 0:
-        gan = F.softplus(-discriminate(state, x, cond)).mean()
+        gan = F.softplus(-discriminate(state, x, batch.cond)).mean()
         loss = loss + cfg.gan_generator_weight * gan
-        m["gan_generator_loss"] = gan.item()
+        metrics = {**metrics, "gan_generator_loss": gan.item()}
     if state.pairs is not None:
         reg, m_reg = regression(state)
         loss = loss + cfg.reg_weight * reg
-        m.update(m_reg)
-    gn = _update(state.generator.parameters(), state.opt_generator, loss, cfg.grad_clip)
-    return {**m, "g_abs": g.abs().mean().item(), "nonfinite": nonfinite, "grad_norm_generator": gn}
+        metrics = {**metrics, **m_reg}
+    return loss, metrics
+
+
+def generator_step(state: DMDState, batch: Batch) -> dict:
+    """DMD generator update (steps 1-5, plus the GAN and regression terms if on)."""
+    term = dmd_term(state, batch)
+    loss, m = generator_extras(state, term.x, batch, term.loss, term.metrics)
+    return generator_update(state, loss, m)
 
 
 def regression(state: DMDState):
@@ -265,14 +327,17 @@ def regression(state: DMDState):
     return regression_loss(x, pairs.images[idx])
 
 
-def critic_step(state: DMDState, cond, real=None) -> dict:
-    """Fake-score update: flow matching on the generator's (detached) samples; with the GAN
-    term, the classifier also learns real (`real`, model space) from generated."""
+def critic_step(state: DMDState, batch: Batch, t=None) -> dict:
+    """Fake-score update: flow matching on the generator's (detached) samples at t ~ U[0, 1]
+    (or the given t); with the GAN term, the classifier also learns real (`batch.real`,
+    model space) from generated."""
     cfg, bb = state.cfg, state.backbone
+    cond, real = batch.cond, batch.real
     with torch.no_grad():
-        x = _simulate(state, cond, with_grad=False)
+        x = simulate(state, cond, with_grad=False)
     n = x.shape[0]
-    t = torch.rand(n, device=x.device)
+    if t is None:
+        t = torch.rand(n, device=x.device)
     noise = torch.randn_like(x)
     v = bb.raw_velocity(state.fake_score, bb.add_noise(x, t, noise), t, cond)
     loss, m = flow_matching_loss(v, x, noise)
@@ -297,3 +362,24 @@ def schedule(cfg: DMDConfig, iteration: int) -> tuple[str, ...]:
 
 
 STEPS = {"critic": critic_step, "generator": generator_step}
+
+
+def load_generator(run, backbone, teacher, checkpoint_path):
+    """A trained few-step generator (its EMA where the run kept one) and its sampler
+    `(cond, noises) -> x0`. Every student method trains DMD's generator."""
+    from gdmd import checkpoint
+    from gdmd.io import UserError
+
+    if checkpoint_path is None:
+        raise UserError(f"run {run.run!r} ({run.method}) samples from a trained generator: pass --checkpoint")
+    generator = copy.deepcopy(teacher)
+    name = "generator_ema" if checkpoint.has_module(checkpoint_path, "generator_ema") else "generator"
+    checkpoint.load_module_weights(checkpoint_path, name, generator)
+    generator.eval().requires_grad_(False)
+    timesteps = generator_timesteps(run.steps)
+
+    @torch.no_grad()
+    def sample(cond, noises):
+        return few_step(backbone, generator, cond, noises, timesteps)
+
+    return generator, sample

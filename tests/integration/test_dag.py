@@ -2,11 +2,13 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -64,13 +66,43 @@ def test_dry_run(workdir, config):
     [
         ({"prompt": {"per_tag": 2}}, "config: unknown key 'prompt'; known: study, backbone, assets"),
         ({"prompts.per_tag": "many"}, "config: prompts.per_tag: 'many' is not of type 'integer'"),
-        ({"runs.dmd.method": "dmd3"}, "config: runs.dmd.method: 'dmd3' is not one of teacher, dmd"),
+        (
+            {"runs.dmd.method": "dmd3"},
+            "config: runs.dmd.method: 'dmd3' is not one of teacher, dmd, dmd_nft, dmd_refl, dmdr, gdmd",
+        ),
         ({"backbone": "sdxl"}, "config: backbone: 'sdxl' is not one of shapes"),
         ({"runs.dmd.train.gen_evry": 2}, "runs.dmd.train: unknown key 'gen_evry'; known: iterations"),
         ({"runs.dmd.train.batch_size": 2.5}, "runs.dmd.train.batch_size: expected int, got 2.5"),
         ({"geneval.backend": "yolo"}, "config: geneval.backend: 'yolo' is not one of shapes, transformers, mmdet"),
         ({"preference.metrics": ["hps"]}, "config: preference.metrics.0: 'hps' is not one of shapes_clipscore, shapes_aesthetic"),
         ({"seeds": []}, "config: seeds: [] should be non-empty"),
+        # ranges of train: keys (docs/errors.md rows 25-28)
+        ({"runs.dmd.train.gen_every": 0}, "runs.dmd.train.gen_every: must be >= 1, got 0"),
+        ({"runs.dmd.train.lr_generator": float("nan")}, "runs.dmd.train.lr_generator: expected a finite number, got nan"),
+        ({"runs.dmd.train.iterations": -5}, "runs.dmd.train.iterations: must be >= 1, got -5"),
+        ({"runs.dmd.train.tau_min": 0.99}, "runs.dmd.train.tau_min: must be below tau_max (0.98), got 0.99"),
+        ({"runs.gdmd.train.targets": 1}, "runs.gdmd.train.targets: a target group needs at least 2 targets, got 1 (group t)"),
+        (
+            {"runs.dmd_nft.train.batch_size": 5},
+            "runs.dmd_nft.train.batch_size: must be a multiple of samples_per_prompt (2), got 5",
+        ),
+        # rewards: unknown metric, a weight path the study does not give, a hinge without margin
+        (
+            {"runs.gdmd.train.rewards": [{"metric": "geneval"}]},
+            "runs.gdmd.train.rewards[0].metric: 'geneval' is not a reward; known:",
+        ),
+        (
+            {"preference.weights": {"clip": "resources/shapes/clip"}},
+            "config: preference.metrics[1]: metric 'shapes_aesthetic' needs weight path 'aesthetic_head' (add aesthetic_head to preference.weights)",
+        ),
+        (
+            {"preference.weights": {"clip": "resources/shapes/clip"}, "preference.metrics": ["shapes_clipscore"]},
+            "runs.dmd_nft.train.rewards[1].metric: metric 'shapes_aesthetic' needs weight path 'aesthetic_head' (add aesthetic_head to preference.weights)",
+        ),
+        (
+            {"runs.dmd_refl.train.rewards": [{"metric": "shapes_clipscore", "weight": 1.0}]},
+            "runs.dmd_refl.train.rewards[0].margin: a ReFL hinge needs a margin",
+        ),
     ],
 )
 def test_bad_config_fails_at_parse_time_naming_the_key(workdir, changes, message):
@@ -85,28 +117,123 @@ def test_bad_config_fails_at_parse_time_naming_the_key(workdir, changes, message
     assert not (workdir / "results").exists()
 
 
-@pytest.mark.slow
-def test_smoke_study_end_to_end(workdir):
-    r = snakemake(workdir, "--cores", "2", "--configfile", "config/smoke.yaml")
+def _copy_project(path):
+    path.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(ROOT / "config", path / "config")
+    (path / "resources").symlink_to(ROOT / "resources")
+    return path
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """The smoke study, run once through the DAG for the tests below."""
+    work = _copy_project(tmp_path_factory.mktemp("smoke"))
+    r = snakemake(work, "--cores", "2", "--configfile", "config/smoke.yaml")
     assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
-    res = workdir / "results" / "smoke"
+    return work
+
+
+RUNS = ["teacher-8step", "teacher-2step", "dmd", "dmd_nft", "dmd_refl", "dmdr", "gdmd"]
+
+
+@pytest.mark.slow
+def test_smoke_study_end_to_end(smoke):
+    res = smoke / "results" / "smoke"
     df = pd.read_csv(res / "tables" / "main.csv")
-    assert df["run"].tolist() == ["teacher-8step", "teacher-2step", "dmd"]
-    assert df["seeds"].tolist() == [2, 2, 2]
+    assert df["run"].tolist() == RUNS
+    assert df["seeds"].tolist() == [2] * 7
     assert df.set_index("run").loc["teacher-8step", "nfe"] == 16 and df.set_index("run").loc["dmd", "nfe"] == 4
-    for col in ["geneval_overall", "single_object", "color_attr", "shapes_clipscore", "shapes_aesthetic"]:
+    for col in ["geneval_overall", "single_object", "color_attr", "empty", "shapes_clipscore", "shapes_aesthetic"]:
         assert df[col].between(-100, 100).all() and df[col].notna().all()
-    assert "| run | method |" in (res / "tables" / "main.md").read_text()
-    for fig in ["geneval_tags.png", "training_curves.png", "samples/dmd_seed1.png"]:
-        assert (res / "figures" / fig).stat().st_size > 1000
-    # every job logged and was benchmarked
+    assert "| run | method | NFE | n |" in (res / "tables" / "main.md").read_text()
+    assert "\\toprule" in (res / "tables" / "main.tex").read_text()
+    for fig in ["geneval_tags", "metric_vs_nfe", "reward_vs_geneval", "training_curves", "samples"]:
+        assert (res / "figures" / f"{fig}.png").stat().st_size > 1000
+        assert (res / "figures" / f"{fig}.pdf").read_bytes()[:4] == b"%PDF"
+    # every job logged and was benchmarked; every RL run logged its rewards
     assert (res / "logs" / "train" / "dmd" / "seed0.log").is_file()
     assert (res / "benchmarks" / "sample" / "teacher-8step" / "seed1.tsv").is_file()
+    for run in ("dmd_nft", "dmd_refl", "dmdr", "gdmd"):
+        logged = pd.read_csv(res / "metrics" / run / "seed0.csv")
+        assert any(c.startswith("reward") for c in logged.columns), run
     summary = json.loads((res / "geneval" / "dmd" / "seed0.summary.json").read_text())
-    assert summary["images"] == 24 and summary["backend"] == "shapes"
+    assert summary["images"] == 24 and summary["backend"] == "shapes" and 0 <= summary["empty"]["overall"] <= 1
     # a second run has nothing to do
-    r = snakemake(workdir, "-n", "--configfile", "config/smoke.yaml")
+    r = snakemake(smoke, "-n", "--configfile", "config/smoke.yaml")
     assert "Nothing to be done" in r.stdout + r.stderr
+
+
+def _chromium():
+    """Debian's chromium (.ci/run installs it and sets GDMD_REQUIRE_CHROMIUM=1)."""
+    path = shutil.which("chromium")
+    if path is None:
+        if os.environ.get("GDMD_REQUIRE_CHROMIUM"):
+            pytest.fail("chromium is not installed (apt-get install chromium)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return path
+
+
+@pytest.mark.slow
+def test_html_report_shows_the_table_and_figures_in_a_browser(smoke, tmp_path):
+    """`snakemake --report` on the smoke study, opened in headless Chromium: the table page
+    shows every run, each figure loads (a decoded image, not a broken one), and the
+    screenshot is not a blank page."""
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    html = smoke / "report.html"
+    r = snakemake(smoke, "--configfile", "config/smoke.yaml", "--report", html)
+    assert r.returncode == 0, r.stderr[-3000:]
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync"]  # fmt: skip
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=flags)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(html.as_uri())
+        page.get_by_text("Tables").first.click()
+        page.locator("tr", has_text="main.html").first.locator("a[iconname=eye]").click()
+        frame = page.frame_locator("iframe").first
+        text = frame.locator("table").inner_text(timeout=10000)
+        assert all(run in text for run in RUNS) and "GenEval" in text, text[:500]
+        page.screenshot(path=tmp_path / "table.png")
+        sizes = {}
+        for fig in ("geneval_tags", "metric_vs_nfe", "reward_vs_geneval", "training_curves", "samples"):
+            page.goto(html.as_uri())
+            page.get_by_text("Figures").first.click()
+            page.locator("tr", has_text=f"{fig}.png").first.locator("a[iconname=eye]").click()
+            img = page.locator("img[src^='data:image/png']").first
+            img.wait_for(timeout=10000)
+            sizes[fig] = img.evaluate("e => e.complete ? e.naturalWidth : 0")
+        page.screenshot(path=tmp_path / "figure.png")
+        browser.close()
+    assert all(w > 300 for w in sizes.values()), sizes
+    for shot in ("table.png", "figure.png"):
+        pixels = np.asarray(Image.open(tmp_path / shot).convert("L"), dtype=float)
+        assert pixels.std() > 10, shot  # not a blank page
+
+
+SCORE_DIRS = ("runs", "geneval", "preference", "metrics")  # what a cluster run's report needs
+
+
+@pytest.mark.slow
+def test_report_rebuilds_from_scores_alone(smoke, tmp_path):
+    """Only the score files and training logs, copied into a fresh directory: the documented
+    command rebuilds identical tables, and nothing trains, samples or scores."""
+    fresh = _copy_project(tmp_path / "fresh")
+    for d in SCORE_DIRS:
+        shutil.copytree(smoke / "results" / "smoke" / d, fresh / "results" / "smoke" / d)
+    args = ("--configfile", "config/smoke.yaml", "--config", "scores_only=true")
+    dry = snakemake(fresh, "-n", *args)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    planned = set(re.findall(r"^(\w+)\s+\d+$", dry.stdout, re.M))
+    assert planned and not planned & {"train", "sample", "geneval", "preference", "pretrain_teacher"}, planned
+    r = snakemake(fresh, "--cores", "1", *args)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    for name in ("main.csv", "main.md", "main.tex"):
+        a = (smoke / "results" / "smoke" / "tables" / name).read_bytes()
+        assert (fresh / "results" / "smoke" / "tables" / name).read_bytes() == a, name
+    assert (fresh / "results" / "smoke" / "figures" / "training_curves.png").stat().st_size > 1000
+    assert not (fresh / "results" / "smoke" / "samples").exists()
 
 
 @pytest.mark.slow

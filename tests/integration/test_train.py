@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import os
 import random
 import signal
@@ -17,7 +18,14 @@ from ..conftest import ROOT, run_cli
 TRAIN = {"iterations": 12, "batch_size": 3, "gen_every": 2, "checkpoint_every": 3, "lr_generator": 1e-3, "lr_fake": 1e-3}
 
 
-def _settings(tmp_path, assets, train=TRAIN):
+# the training rewards of the RL runs (tiny random shapes CLIP and aesthetic head)
+REWARDS = [
+    {"metric": "shapes_clipscore", "weight": 0.01, "margin": 70.0},
+    {"metric": "shapes_aesthetic", "weight": 0.1, "margin": 10.0},
+]
+
+
+def _settings(tmp_path, assets, train=TRAIN, method="dmd"):
     path = tmp_path / "dmd.json"
     path.write_text(
         json.dumps(
@@ -26,9 +34,10 @@ def _settings(tmp_path, assets, train=TRAIN):
                 "run": "dmd",
                 "backbone": "shapes",
                 "assets": {"teacher": str(assets / "teacher"), "text_encoder": str(assets / "clip")},
-                "method": "dmd",
+                "method": method,
                 "steps": 4,
                 "train": train,
+                "weights": {"clip": str(assets / "clip"), "aesthetic_head": str(assets / "aesthetic")},
             }
         )
     )
@@ -145,10 +154,10 @@ def test_resume_refuses_a_changed_config(reference, tiny_assets, tmp_path):
     assert r.returncode == 2 and "train.lr_fake differs" in r.stderr and "delete" in r.stderr
 
 
-def _straight_and_resumed(tmp_path, assets, train):
+def _straight_and_resumed(tmp_path, assets, train, method="dmd"):
     """Train the run straight through, and again stopped at iteration 3 and resumed; assert
     the two final checkpoints are bit-identical; return the straight run's directory."""
-    run = _settings(tmp_path, assets, train)
+    run = _settings(tmp_path, assets, train, method)
     straight = tmp_path / "a" / "final"
     r = run_cli("gdmd.train", "--run-config", run, "--seed", 0, "--out", straight)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -179,3 +188,32 @@ def test_regression_run_rebuilds_its_pairs_and_resumes_exactly(tiny_assets, tmp_
     rows = _rows(_straight_and_resumed(tmp_path, tiny_assets, train) / "metrics.csv")
     assert all(float(r["reg_loss"]) > 0 for r in rows if r["reg_loss"])
     assert sum(bool(r["reg_loss"]) for r in rows) == 3  # generator steps at 0, 2, 4
+
+
+RL_RUNS = {
+    "dmd_nft": {"samples_per_prompt": 2, "nft_weight": 1.0},
+    "dmd_refl": {},
+    # a LoRA fake score shared with the real score (DynaDG), cold start ending mid-run
+    "dmdr": {"cold_start": 2, "dyn_steps": 4, "fake_lora_rank": 4},
+    # both target groups: fake-score snapshots (EMAs, checkpointed) and re-noise times
+    "gdmd": {"group": "both", "targets": 2, "fake_ema_decays": [0.5]},
+}
+
+
+@pytest.mark.parametrize("method", list(RL_RUNS))
+def test_rl_run_resumes_exactly(tiny_assets, tmp_path, method):
+    """Every RL method: a stop at iteration 3 and a resume end bit-identical to a straight
+    run (rewards, schedules, LoRA and snapshot state included); its rewards are logged."""
+    train = {**TRAIN, "iterations": 6, "batch_size": 4, "rewards": REWARDS, **RL_RUNS[method]}
+    straight = _straight_and_resumed(tmp_path, tiny_assets, train, method)
+    rows = _rows(straight / "metrics.csv")
+    logged = [r for r in rows if r.get("reward_shapes_clipscore") or r.get("reward_x_shapes_clipscore")]
+    assert logged and all(
+        math.isfinite(float(r.get("reward_shapes_clipscore") or r["reward_x_shapes_clipscore"])) for r in logged
+    )
+    tensors = _tensors(straight)
+    if method == "gdmd":
+        assert any(k.startswith("fake_snapshots.0.") for k in tensors)
+    if method == "dmdr":
+        assert any("lora_A" in k for k in tensors if k.startswith("fake_score."))
+        assert [float(r["cold_start"]) for r in rows] == [1, 1, 0, 0, 0, 0]

@@ -4,10 +4,12 @@ import pytest
 import torch
 
 from gdmd.backbones.shapes import load_teacher
-from gdmd.methods import dmd
+from gdmd.methods import Batch, dmd
 from gdmd.samplers import euler
 from gdmd.study import Assets, RunConfig
 from gdmd.train import ShapesPrompts
+
+__all__ = ["batch", "snapshot", "same"]
 
 
 def _setup(assets, **overrides):
@@ -21,6 +23,11 @@ def _setup(assets, **overrides):
 @pytest.fixture()
 def state(tiny_assets):
     return _setup(tiny_assets)
+
+
+def batch(state, captions=("a red circle", "two squares", "a triangle"), real=None, iteration=0):
+    captions = list(captions)
+    return Batch(iteration, captions, state.backbone.encode_prompts(captions), real, torch.arange(len(captions)))
 
 
 def snapshot(m):
@@ -38,9 +45,8 @@ def test_generator_and_fake_score_start_as_the_teacher(state):
 
 
 def test_critic_step_leaves_generator_and_teacher_untouched(state):
-    cond = state.backbone.encode_prompts(["a red circle", "two squares", "a triangle"])
     g0, f0, t0 = snapshot(state.generator), snapshot(state.fake_score), snapshot(state.teacher)
-    m = dmd.critic_step(state, cond)
+    m = dmd.critic_step(state, batch(state))
     assert same(g0, snapshot(state.generator)) and same(t0, snapshot(state.teacher))
     assert not same(f0, snapshot(state.fake_score))
     assert m["fake_loss"] > 0
@@ -50,10 +56,9 @@ def test_critic_step_leaves_generator_and_teacher_untouched(state):
 def test_generator_step_leaves_fake_score_head_and_teacher_untouched(tiny_assets, gan):
     state = _setup(tiny_assets, gan_generator_weight=float(gan), gan_critic_weight=float(gan))
     assert state.pairs is None
-    cond = state.backbone.encode_prompts(["a red circle", "two squares", "a triangle"])
     others = [state.fake_score, state.teacher] + ([state.head] if gan else [])
     g0, before = snapshot(state.generator), [snapshot(m) for m in others]
-    m = dmd.generator_step(state, cond)
+    m = dmd.generator_step(state, batch(state))
     assert all(same(b, snapshot(o)) for b, o in zip(before, others))
     assert not same(g0, snapshot(state.generator))
     assert m["nonfinite"] == 0 and m["dmd_loss"] > 0
@@ -108,15 +113,14 @@ def test_gan_critic_step_trains_head_and_fake_score_only(gan_state):
     fake_group, head_group = s.opt_fake.param_groups
     assert [id(p) for p in head_group["params"]] == [id(p) for p in s.head.parameters()]
     assert (fake_group["lr"], head_group["lr"]) == (1e-3, 5e-3)
-    cond = s.backbone.encode_prompts(["a red circle", "two squares", "a triangle"])
     real = s.backbone.noise_like(3).clamp(-1, 1)
     g0, f0, h0 = snapshot(s.generator), snapshot(s.fake_score), snapshot(s.head)
-    m = dmd.critic_step(s, cond, real)
+    m = dmd.critic_step(s, batch(s, real=real))
     assert same(g0, snapshot(s.generator))
     assert not same(f0, snapshot(s.fake_score)) and not same(h0, snapshot(s.head))
     assert m["gan_critic_loss"] > 0 and 0 <= m["d_real_acc"] <= 1
     with pytest.raises(ValueError, match="real images"):
-        dmd.critic_step(s, cond)
+        dmd.critic_step(s, batch(s))
 
 
 def test_gan_generator_loss_pushes_samples_toward_real_logits(gan_state):
@@ -146,23 +150,22 @@ def test_regression_pairs_are_the_teachers_ode_solutions(reg_state):
 
 def test_regression_is_the_first_steps_error_on_the_pairs(reg_state):
     """Known answer: with targets = the generator's own first step + 0.25, the loss on any
-    batch is 0.5 * (3 * 32 * 32) * 0.25^2 and its gradient moves the output toward them."""
+    batch is 0.5 * 0.25^2 (a mean over pixels) and its gradient moves the output toward them."""
     s, bb = reg_state, reg_state.backbone
     with torch.no_grad():
         t = torch.ones(5)
         x0 = dmd.x0_prediction(bb, s.generator, s.pairs.noise, t, bb.encode_prompts(s.pairs.captions))
     s.pairs = dmd.RegressionPairs(s.pairs.captions, s.pairs.noise, x0 + 0.25)
     loss, m = dmd.regression(s)
-    assert loss.item() == pytest.approx(0.5 * 3 * 32 * 32 * 0.0625, rel=1e-4) and m["reg_loss"] == loss.item()
+    assert loss.item() == pytest.approx(0.5 * 0.0625, rel=1e-4) and m["reg_loss"] == loss.item()
     s.pairs = dmd.RegressionPairs(s.pairs.captions, s.pairs.noise, x0)
     assert dmd.regression(s)[0].item() == pytest.approx(0.0, abs=1e-9)
 
 
 def test_generator_step_with_regression_trains_only_the_generator(reg_state):
     s = reg_state
-    cond = s.backbone.encode_prompts(["a red circle", "two squares", "a triangle"])
     g0, f0, t0 = snapshot(s.generator), snapshot(s.fake_score), snapshot(s.teacher)
-    m = dmd.generator_step(s, cond)
+    m = dmd.generator_step(s, batch(s))
     assert same(f0, snapshot(s.fake_score)) and same(t0, snapshot(s.teacher))
     assert not same(g0, snapshot(s.generator))
     assert m["reg_loss"] > 0 and m["dmd_loss"] > 0

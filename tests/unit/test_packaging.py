@@ -42,3 +42,25 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in readme and "make study" in readme
     assert "make test" in ci
+
+
+def test_the_dag_parse_imports_no_torch():
+    """Every SLURM job parses the Snakefile again: the config checks it runs (schema, every
+    method's typed `train:` config with its ranges, the reward registry) import no torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from gdmd import config as cfglib\n"
+        "from gdmd.methods import METHODS\n"
+        "from gdmd.study import known_methods, validate_study\n"
+        "from eval.preference import check_metric\n"
+        "for m in METHODS.values():\n"
+        "    cfglib.from_dict(m.Config, {'rewards': [{'metric': 'shapes_clipscore', 'margin': 1.0}]}"
+        " if m.Config.__name__ != 'DMDConfig' else {}, 'train')\n"
+        "print(sorted(k for k in ('torch', 'diffusers', 'open_clip', 'transformers') if k in sys.modules))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"

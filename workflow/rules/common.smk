@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 from snakemake.utils import validate
 
@@ -10,18 +11,46 @@ validate_study(config, workflow.source_path("../schemas/config.schema.yaml"), "c
 validate(config, schema="../schemas/config.schema.yaml")
 
 
+def check_metrics():
+    """The preference metrics against the study's weight paths, at parse time."""
+    from gdmd.io import UserError
+    from eval.preference import check_metric
+
+    for i, name in enumerate(config["preference"]["metrics"]):
+        problem = check_metric(
+            name, config["preference"]["weights"], "add {} to preference.weights"
+        )
+        if problem:
+            raise UserError(f"config: preference.metrics[{i}]: {problem}")
+
+
 def check_train_sections():
-    """Each student run's `train:` section against its method's typed config, at parse time."""
+    """Each student run's `train:` section against its method's typed config (keys, types,
+    ranges), and its rewards against the study's weight paths, at parse time (torch-free:
+    gdmd.methods imports no method code until a method runs)."""
     from gdmd import config as cfglib
+    from gdmd.io import UserError
     from gdmd.methods import get_method
+    from eval.preference import check_metric
 
     for name, r in config["runs"].items():
-        if r["method"] != "teacher":
-            cfglib.from_dict(
-                get_method(r["method"]).Config, r.get("train", {}), f"runs.{name}.train"
+        if r["method"] == "teacher":
+            continue
+        where = f"runs.{name}.train"
+        cfg = cfglib.from_dict(
+            get_method(r["method"]).Config, r.get("train", {}), where
+        )
+        for i, term in enumerate(getattr(cfg, "rewards", ())):
+            problem = check_metric(
+                term.metric,
+                config["preference"]["weights"],
+                "add {} to preference.weights",
             )
+            if problem:
+                raise UserError(f"{where}.rewards[{i}].metric: {problem}")
 
 
+check_metrics()
 check_train_sections()
 
 # Every rule runs in the project's environment; the usual way is to create it once
@@ -98,6 +127,59 @@ def geneval_args():
     if "batch_size" in g:
         args += f" --batch-size {g['batch_size']}"
     return args
+
+
+# -- reports (rules/report.smk) --
+REPORT = config.get("report", {})
+
+
+def reference_args():
+    """--reference arguments: the config's report.reference entries (FILE.csv[:id,...])."""
+    refs = REPORT.get("reference", [])
+    return ("--reference " + " ".join(refs)) if refs else ""
+
+
+def reference_files():
+    from reports.tables import REFERENCE_DIR
+
+    files = []
+    for spec in REPORT.get("reference", []):
+        path = Path(spec.partition(":")[0])
+        files.append(str(path if path.exists() else REFERENCE_DIR / path))
+    return files
+
+
+def reward_metrics():
+    """Every metric a run trains on (for the reward-vs-GenEval figure)."""
+    out = []
+    for r in RUNS.values():
+        for term in r.get("train", {}).get("rewards", []):
+            if term["metric"] not in out:
+                out.append(term["metric"])
+    return out or list(config["preference"]["metrics"])
+
+
+def training_logs():
+    return [
+        f"{RESULTS}/metrics/{run}/seed{seed}.csv"
+        for run in RUNS
+        if is_trained(run)
+        for seed in SEEDS
+    ]
+
+
+def score_reports():
+    """Every table and figure that score files and training logs alone make."""
+    out = [f"{RESULTS}/tables/main.{ext}" for ext in ("csv", "md", "tex", "html")]
+    out += [
+        f"{RESULTS}/figures/{f}.png"
+        for f in ("geneval_tags", "metric_vs_nfe", "reward_vs_geneval")
+    ]
+    if REPORT.get("ablations"):
+        out.append(f"{RESULTS}/tables/ablations.md")
+    if training_logs():
+        out.append(f"{RESULTS}/figures/training_curves.png")
+    return out
 
 
 def all_runs_seeds(pattern):

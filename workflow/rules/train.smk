@@ -8,7 +8,8 @@ rule train:
     input:
         run=f"{RESULTS}/runs/{{run}}.json",
     output:
-        directory(f"{RESULTS}/train/{{run}}/seed{{seed}}/final"),
+        final=directory(f"{RESULTS}/train/{{run}}/seed{{seed}}/final"),
+        metrics=f"{RESULTS}/metrics/{{run}}/seed{{seed}}.csv",
     log:
         log_path("train/{run}/seed{seed}"),
     benchmark:
@@ -20,23 +21,4 @@ rule train:
         gpu=1,
     shell:
         "python -m gdmd.train --run-config {input.run} --seed {wildcards.seed}"
-        " --out {output} >> {log} 2>&1"
-
-
-rule training_curves:
-    input:
-        trained_checkpoints(),
-    output:
-        report(
-            f"{RESULTS}/figures/training_curves.png",
-            caption="../report/training_curves.rst",
-            category="Figures",
-        ),
-    log:
-        log_path("training_curves"),
-    benchmark:
-        bench_path("training_curves")
-    conda:
-        ENV
-    shell:
-        "python -m reports training-curves --runs {input} --out {output} > {log} 2>&1"
+        " --out {output.final} --metrics-out {output.metrics} >> {log} 2>&1"

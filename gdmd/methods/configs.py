@@ -1,0 +1,170 @@
+"""The methods' typed configs (a run's `train:` section), with every key's range.
+
+This module imports neither torch nor the methods' code: the DAG checks every run's
+`train:` section against these classes when it parses the config (every SLURM job parses
+it again, so the parse stays light). Keys marked (inferred) are choices the GDMD paper
+does not state; docs/methods.md lists them with their alternatives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from gdmd.config import param
+
+# training prompt sources (gdmd.train.PROMPT_SOURCES has the implementations)
+PROMPT_SOURCES = ("shapes",)
+
+
+@dataclass(frozen=True)
+class DMDConfig:
+    iterations: int = param(1000, ge=1)  # critic updates; the generator updates every `gen_every`
+    batch_size: int = param(32, ge=1)
+    gen_every: int = param(5, ge=1)  # DMD2: 5 (SD1.5) or 10 (SDXL)
+    tau_min: float = param(0.02, ge=0.0, le=1.0)  # DMD2's renoise range
+    tau_max: float = param(0.98, ge=0.0, le=1.0)
+    real_cfg_scale: float = param(4.0, ge=0.0)
+    lr_generator: float = param(2e-5, gt=0.0)
+    lr_fake: float = param(2e-5, gt=0.0)
+    betas: tuple[float, float] = (0.0, 0.999)
+    weight_decay: float = param(0.0, ge=0.0)
+    grad_clip: float = param(10.0, gt=0.0)
+    ema_decay: float = param(0.0, ge=0.0, lt=1.0)  # generator EMA (DMD2 keeps one); 0: off
+    checkpoint_every: int = param(100, ge=1)
+    prompts: str = "shapes"  # training prompt source (see gdmd.train.PROMPT_SOURCES)
+    gan_generator_weight: float = param(0.0, ge=0.0)  # DMD2's GAN term (0: off)
+    gan_critic_weight: float = param(0.0, ge=0.0)
+    gan_t_max: float = param(0.0, ge=0.0, le=1.0)  # the classifier sees x at t ~ U[0, gan_t_max]
+    lr_discriminator: float = param(0.0, ge=0.0)  # learning rate of the classifier head (0: lr_fake)
+    reg_weight: float = param(0.0, ge=0.0)  # DMD's regression loss on teacher ODE pairs (0: off)
+    reg_pairs: int = param(256, ge=1)  # (noise, teacher image) pairs, made at set-up
+    reg_steps: int = param(50, ge=1)  # the teacher's Euler steps per pair
+
+    @property
+    def gan(self) -> bool:
+        return self.gan_generator_weight > 0 or self.gan_critic_weight > 0
+
+    def check(self):
+        if self.tau_min >= self.tau_max:
+            return "tau_min", f"must be below tau_max ({self.tau_max}), got {self.tau_min}"
+        for i, b in enumerate(self.betas):
+            if not 0.0 <= b < 1.0:
+                return f"betas[{i}]", f"must be in [0, 1), got {b}"
+        if self.prompts not in PROMPT_SOURCES:
+            return "prompts", f"unknown prompt source {self.prompts!r}; known: {', '.join(PROMPT_SOURCES)}"
+        return None
+
+
+@dataclass(frozen=True)
+class RewardTerm:
+    """One training reward: an eval.preference scorer by name, its weight and hinge margin."""
+
+    metric: str
+    weight: float = param(1.0, ge=0.0)
+    margin: float | None = None  # ReFL hinge relu(margin - R) (dmd_refl, dmdr); unused by NFT/NaPO
+
+    def check(self):
+        from eval.preference import REWARDS
+
+        if self.metric not in REWARDS:
+            return "metric", f"{self.metric!r} is not a reward; known: {', '.join(REWARDS)}"
+        return None
+
+
+@dataclass(frozen=True)
+class RewardedConfig(DMDConfig):
+    """DMD plus training rewards (every RL method)."""
+
+    rewards: tuple[RewardTerm, ...] = ()
+
+    def check(self):
+        if not self.rewards:
+            return "rewards", "an RL method needs at least one reward ({metric, weight[, margin]})"
+        return super().check()
+
+
+@dataclass(frozen=True)
+class NFTConfig(RewardedConfig):
+    """`dmd_nft`: DMD + DiffusionNFT on the generator's raw samples (the naive baseline)."""
+
+    samples_per_prompt: int = param(4, ge=2)  # G samples per prompt (NFT's group); batch = P x G
+    nft_weight: float = param(1.0, ge=0.0)  # lambda
+    nft_beta: float = param(1.0, gt=0.0)  # DiffusionNFT's beta (1.0; 0.1 for its multi-reward runs)
+    adv_clip_max: float = param(5.0, gt=0.0)  # DiffusionNFT: advantages clipped to +-5
+    adv_eps: float = param(1e-4, gt=0.0)  # DiffusionNFT's std epsilon
+    adv_std: Literal["group", "global"] = "group"  # DiffusionNFT: global std, per-prompt mean
+    nft_t: Literal["generator", "uniform"] = "generator"  # re-noise times: the generator's own, or U(0, 1)
+
+    def check(self):
+        if self.batch_size % self.samples_per_prompt:
+            return "batch_size", f"must be a multiple of samples_per_prompt ({self.samples_per_prompt}), got {self.batch_size}"
+        return super().check()
+
+
+@dataclass(frozen=True)
+class ReflConfig(RewardedConfig):
+    """`dmd_refl`: DMD + sum_j weight_j relu(margin_j - R_j(decode(x), c)), reward backprop."""
+
+    def check(self):
+        for i, r in enumerate(self.rewards):
+            if r.margin is None:
+                return f"rewards[{i}].margin", "a ReFL hinge needs a margin"
+        return super().check()
+
+
+@dataclass(frozen=True)
+class DMDRConfig(ReflConfig):
+    """`dmdr`: ReFL terms after a DMD-only cold start, with DynaDG and DynaRS
+    (vvvvvjdy/dmdr at 3af9698, train_t2i/sd3/train_sd3_refl_deepspeed.py and utils.py)."""
+
+    cold_start: int = param(0, ge=0)  # iterations of DMD only (DMDR: 2000 generator updates)
+    dyn_steps: int = param(1000, ge=1)  # K_dyn, in iterations (DMDR: --dynamic-step 2000 generator updates)
+    real_lora_scale: float = param(0.5, ge=0.0)  # DMDR --lora-scale-r: real score's LoRA scale at k = 0
+    fake_lora_scale: float = param(2.0, gt=0.0)  # DMDR --lora-scale-f: the fake score's LoRA scale
+    fake_lora_rank: int = param(0, ge=0)  # 0: full-weight fake score; > 0: a peft LoRA on the teacher
+    real_cfg_jitter: float = param(0.5, ge=0.0)  # real CFG ~ U(real_cfg_scale +- jitter)
+    dynars_a: float = param(4.0, gt=0.0)  # DynaRS: tau ~ Beta(a, b) annealed to Beta(1, 1)
+    dynars_b: float = param(1.5, gt=0.0)
+    dynars_critic: bool = True  # DMDR draws the fake score's training time from the same Beta
+
+    def check(self):
+        if self.real_cfg_jitter > self.real_cfg_scale:
+            return "real_cfg_jitter", f"must not exceed real_cfg_scale ({self.real_cfg_scale}), got {self.real_cfg_jitter}"
+        return super().check()
+
+
+@dataclass(frozen=True)
+class GDMDConfig(RewardedConfig):
+    """`gdmd`: DMD + DaGC + IGS + NaPO (GDMD, arXiv 2604.19009; inferred keys marked)."""
+
+    group: Literal["t", "fake", "both"] = "t"  # DaGC's target group (the paper's Table 4 ablates these)
+    targets: int = param(4, ge=1)  # G re-noise times per sample (group t / both)
+    fake_ema_decays: tuple[float, ...] = (0.9, 0.99, 0.999)  # older fake-score snapshots (inferred)
+    target_step: float = param(1.0, gt=0.0)  # eta: xhat = sg(x - eta g) (1: DMD's implicit target; inferred)
+    napo_weight: float = param(1.0, ge=0.0)  # lambda
+    weights: Literal["nft", "advantage", "softmax"] = "nft"  # how rewards weight targets (inferred)
+    baseline: Literal["group", "raw"] = "group"  # the advantage's baseline (inferred)
+    nft_beta: float = param(1.0, gt=0.0)
+    adv_clip_max: float = param(5.0, gt=0.0)
+    adv_eps: float = param(1e-4, gt=0.0)
+    adv_std: Literal["group", "global"] = "group"
+    raw_scale: float = param(1.0, gt=0.0)  # baseline raw: A = clip((r(xhat) - r(x)) / raw_scale)
+    w_max: float = param(2.0, gt=0.0)  # weights advantage: w = clamp(1 + lambda A, 0, w_max)
+    temperature: float = param(1.0, gt=0.0)  # weights softmax: w = G softmax(A / T)
+
+    @property
+    def group_size(self) -> int:
+        fakes = 1 + len(self.fake_ema_decays)
+        return {"t": self.targets, "fake": fakes, "both": self.targets * fakes}[self.group]
+
+    def check(self):
+        for i, d in enumerate(self.fake_ema_decays):
+            if not 0.0 < d < 1.0:
+                return f"fake_ema_decays[{i}]", f"must be in (0, 1), got {d}"
+        if self.group_size < 2:
+            return "targets", f"a target group needs at least 2 targets, got {self.group_size} (group {self.group})"
+        return super().check()
+
+
+CONFIGS = {"dmd": DMDConfig, "dmd_nft": NFTConfig, "dmd_refl": ReflConfig, "dmdr": DMDRConfig, "gdmd": GDMDConfig}
