@@ -11,7 +11,7 @@ export GDMD_NUMERICS := $(NUMERICS)
 # jobs run `python -m ...`: put the venv first on PATH so that is its python
 SNAKEMAKE := PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES)
 
-.PHONY: setup study test lint dryrun pretrain install-pretrained report clean
+.PHONY: setup study study-full ablations test lint dryrun pretrain install-pretrained report report-from-scores clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ setup: $(BIN)/.installed
 ## the main job: the shapes study, from the committed pretrained assets
 study: setup
 	$(SNAKEMAKE) --configfile $(STUDY)
+
+## the 3-seed comparison (config/shapes-full.yaml) and, after it, GDMD's ablations (same results dir)
+study-full: setup
+	$(SNAKEMAKE) --configfile config/shapes-full.yaml
+
+ablations: setup
+	$(SNAKEMAKE) --configfile config/shapes-ablations.yaml
 
 ## the tests (unit, CLI, DAG smoke run)
 test: setup
@@ -46,9 +53,13 @@ pretrain: setup
 install-pretrained: setup
 	$(BIN)/python -m gdmd.shapes.assets install results/pretrain/shapes resources/shapes
 
-## the HTML report of the study (after `make study`)
+## the HTML report of the study (after `make study`): results/<study>/report.html
 report: setup
-	$(SNAKEMAKE) --configfile $(STUDY) --report results/report.html
+	$(SNAKEMAKE) --configfile $(STUDY) --report results/$$($(BIN)/python -c "from gdmd.study import resolve; from gdmd.config import read_yaml; print(resolve(read_yaml('$(STUDY)'))['study'])")/report.html
+
+## tables and figures from score files and training logs alone (no training, sampling or scoring)
+report-from-scores: setup
+	$(SNAKEMAKE) --configfile $(STUDY) --config scores_only=true
 
 clean:
 	rm -rf results .snakemake

@@ -27,19 +27,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from PIL import Image
 
 from eval.geneval import judge, select, summarize
 from eval.preference import get_scorer
 from gdmd import config as cfglib
 from gdmd.backbones import load
+from gdmd.config import read_yaml
 from gdmd.io import atomic_write_json, provenance
 from gdmd.methods import dmd, get_method
 from gdmd.samplers import to_uint8
 from gdmd.shapes.detector import detect
 from gdmd.shapes.prompts import evaluation_metadata
-from gdmd.study import RunConfig, run_settings
+from gdmd.study import RunConfig, resolve, run_settings
 from gdmd.train import draw_batch, prompt_source
 
 
@@ -99,7 +99,7 @@ def main():
     p.add_argument("--out", type=Path, required=True, help="JSON results; the grid goes beside it (.png)")
     args = p.parse_args()
 
-    study = yaml.safe_load(Path(args.config).read_text())
+    study = resolve(read_yaml(args.config))
     settings = run_settings(study, args.run)
     run = cfglib.from_dict(RunConfig, settings)
     method = get_method(run.method)

@@ -62,6 +62,46 @@ def run_settings(study: dict, run: str) -> dict:
     }
 
 
+def resolve(study: dict, source: str = "config") -> dict:
+    """A study config with `base:` and `like:` resolved, so recipes are written once.
+
+    - `base: <file>`: the study builds on that config; its top-level keys replace the
+      base's, except `runs`, which extends the base's runs (a run of the same name replaces
+      the base's, in the base's place). Bases may chain.
+    - a run's `like: <run>`: it takes that run's method, steps and `train:` section, its
+      own keys replacing those (its own `train:` keys replacing single train keys; a
+      train key set to null drops the inherited one).
+    The result has neither key; the schema then checks it as any study."""
+    from .config import read_yaml
+
+    merged, seen = dict(study), {source}
+    while "base" in merged:
+        path = merged.pop("base")
+        if not isinstance(path, str) or path in seen:
+            raise UserError(f"{source}: base: {path!r} is not a config file name, or includes itself")
+        seen.add(path)
+        base = read_yaml(path)
+        runs = {**(base.get("runs") or {}), **(merged.get("runs") or {})}
+        merged = {**base, **{k: v for k, v in merged.items() if k != "runs"}, "runs": runs}
+    runs = merged.get("runs")
+    if isinstance(runs, dict):
+        merged["runs"] = {name: _like(runs, name, source) for name in runs}
+    return merged
+
+
+def _like(runs: dict, name: str, source: str, chain: tuple = ()) -> dict:
+    run = runs[name]
+    if not isinstance(run, dict) or "like" not in run:
+        return run
+    other = run["like"]
+    if other not in runs or other in chain or other == name:
+        raise UserError(f"{source}: runs.{name}.like: {other!r} is not another run of the study")
+    parent = _like(runs, other, source, (*chain, name))
+    own = {k: v for k, v in run.items() if k != "like"}
+    train = {k: v for k, v in {**(parent.get("train") or {}), **(own.get("train") or {})}.items() if v is not None}
+    return {**parent, **own, **({"train": train} if train else {})}
+
+
 def _path(error) -> str:
     return ".".join(str(p) for p in error.absolute_path)
 

@@ -53,8 +53,8 @@ def ablation_tables(run_files, geneval, preference, groups: dict) -> list[tables
         group = []
         for n in names:
             run = settings[n]
-            value = run.get("train", {}).get(key)
-            if value is None and run["method"] != "teacher":
+            value = run[key] if key in ("method", "steps", "cfg_scale") else run.get("train", {}).get(key)
+            if value is None and run["method"] != "teacher":  # the method's default
                 value = getattr(get_method(run["method"]).Config(), key, None)
             r = rows[n]
             r.values[key] = (value if isinstance(value, (int, float)) else str(value), float("nan"))

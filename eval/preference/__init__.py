@@ -27,6 +27,8 @@ SCORERS = {
     "shapes_aesthetic": Spec("shapes", "ShapesAesthetic", ("clip", "aesthetic_head")),
     "hpsv2": Spec("hps", "HPS", ("hpsv2",)),
     "hpsv21": Spec("hps", "HPSv21", ("hpsv21",)),
+    "hpsv2_noaa": Spec("hps", "HPSNoAA", ("hpsv2",)),
+    "hpsv21_noaa": Spec("hps", "HPSv21NoAA", ("hpsv21",)),
     "pickscore": Spec("pickscore", "PickScore", ("pickscore", "pickscore_processor")),
     "imagereward": Spec("imagereward", "ImageReward", ("imagereward", "imagereward_med_config", "bert_tokenizer")),
     "clipscore": Spec("clipscore", "CLIPScore", ("clip_l14",)),

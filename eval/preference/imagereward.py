@@ -87,7 +87,12 @@ def split_official(state: dict) -> tuple[dict, dict, dict]:
 
 
 def configs(med_config: dict, vision_state: dict):
-    """transformers configs of the vision and text towers, from BLIP's med_config and the weights."""
+    """transformers configs of the vision and text towers, from BLIP's med_config and the weights.
+
+    As the original, the cross-attention width is the vision tower's width, whatever the
+    med_config's `encoder_width` says (BLIP's blip.py sets `med_config.encoder_width =
+    vision_width`; its med_config.json says 768, ImageReward's ViT-L is 1024 wide), and
+    the ViT's heads are its width / 64 (BLIP's ViT-B: 12, ViT-L: 16)."""
     from transformers import BlipTextConfig, BlipVisionConfig
 
     width = vision_state["embeddings.patch_embedding.weight"].shape[0]
@@ -97,12 +102,12 @@ def configs(med_config: dict, vision_state: dict):
     image_size = int(round((n_pos - 1) ** 0.5)) * patch
     vision = BlipVisionConfig(
         hidden_size=width, intermediate_size=vision_state["encoder.layers.0.mlp.fc1.weight"].shape[0],
-        num_hidden_layers=layers, num_attention_heads=med_config.get("vision_heads", max(width // 64, 1)),
+        num_hidden_layers=layers, num_attention_heads=max(width // 64, 1),
         image_size=image_size, patch_size=patch, layer_norm_eps=1e-6, hidden_act="gelu",
     )  # fmt: skip
     text = BlipTextConfig(
         vocab_size=med_config["vocab_size"], hidden_size=med_config["hidden_size"],
-        encoder_hidden_size=med_config.get("encoder_width", width), intermediate_size=med_config["intermediate_size"],
+        encoder_hidden_size=width, intermediate_size=med_config["intermediate_size"],
         num_hidden_layers=med_config["num_hidden_layers"], num_attention_heads=med_config["num_attention_heads"],
         max_position_embeddings=med_config["max_position_embeddings"], layer_norm_eps=med_config.get("layer_norm_eps", 1e-12),
         hidden_act=med_config.get("hidden_act", "gelu"), is_decoder=True, pad_token_id=med_config.get("pad_token_id", 0),

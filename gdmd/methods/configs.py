@@ -141,7 +141,8 @@ class GDMDConfig(RewardedConfig):
     group: Literal["t", "fake", "both"] = "t"  # DaGC's target group (the paper's Table 4 ablates these)
     targets: int = param(4, ge=1)  # G re-noise times per sample (group t / both)
     fake_ema_decays: tuple[float, ...] = (0.9, 0.99, 0.999)  # older fake-score snapshots (inferred)
-    target_step: float = param(1.0, gt=0.0)  # eta: xhat = sg(x - eta g) (1: DMD's implicit target; inferred)
+    target_step: float = param(0.05, gt=0.0)  # eta: xhat = sg(x - eta d) (inferred)
+    target_norm: bool = True  # d = g / mean|g| (a fixed step along each DMD direction); False: d = g (inferred)
     napo_weight: float = param(1.0, ge=0.0)  # lambda
     weights: Literal["nft", "advantage", "softmax"] = "nft"  # how rewards weight targets (inferred)
     baseline: Literal["group", "raw"] = "group"  # the advantage's baseline (inferred)

@@ -9,8 +9,12 @@ Table 4 ablates t, fake, both); the RL rewards are CLIP Score and HP Score. Ever
 else below is our reading, marked (inferred), each a config key (docs/methods.md):
 
 1. DaGC: for each generator sample x (DMD's backward simulation) a group of G DMD
-   gradients g_j and implicit targets xhat_j = sg(x - eta g_j) (eta = `target_step`, 1 =
-   DMD's own implicit target; inferred). `group: t`: G re-noise times tau_j (the first is
+   gradients g_j and implicit targets xhat_j = sg(x - eta d_j), d_j = g_j / mean|g_j|
+   (`target_norm`, default) or g_j (eta = `target_step`; eta = 1 with d = g is DMD's own
+   implicit target; inferred). Normalised, every target lies the same distance from x, so
+   rewards compare the directions; unnormalised, |g| varies by orders of magnitude with
+   tau (small tau, small denominator) and the rewards mostly rank the step sizes
+   (benchmarks/README.md, "GDMD"). `group: t`: G re-noise times tau_j (the first is
    DMD's own draw, the rest drawn as DMD draws tau; queried in one batched forward);
    `group: fake`: one tau, the current fake score and EMAs of it at `fake_ema_decays`
    (snapshots kept in the checkpoint; inferred: the paper says "snapshots");
@@ -69,8 +73,9 @@ def setup(cfg: GDMDConfig, run, backbone, teacher, prompt_source=None) -> GDMDSt
 class Group:
     """DaGC's targets of B samples, G each, sample-major (row i * G + j)."""
 
-    targets: torch.Tensor  # (B * G, C, H, W) implicit targets, detached
+    targets: torch.Tensor  # (B * G, C, H, W) implicit targets x - step, detached
     g: torch.Tensor  # (B * G, C, H, W) their DMD gradients
+    step: torch.Tensor  # (B * G, C, H, W) eta d: x - targets
     tau: torch.Tensor  # (B, G) each target's re-noise time
     nonfinite: int
 
@@ -102,8 +107,10 @@ def dagc(state: GDMDState, term: dmd.Term, batch: Batch) -> Group:
     xs = x.detach()[:, None, None].expand_as(fake)
     g, bad = dmd_gradient(xs.flatten(0, 2), real.flatten(0, 2), fake.flatten(0, 2))
     nonfinite += bad
-    targets = implicit_target(xs.flatten(0, 2), g, cfg.target_step)
-    return Group(targets, g, tau[:, :, None].expand(n, n_tau, n_fake).flatten(1), nonfinite)
+    d = g / g.abs().mean((1, 2, 3), keepdim=True) if cfg.target_norm else g
+    step = cfg.target_step * d
+    targets = implicit_target(xs.flatten(0, 2), step)
+    return Group(targets, g, step, tau[:, :, None].expand(n, n_tau, n_fake).flatten(1), nonfinite)
 
 
 def igs(state: GDMDState, group: Group, x, captions: list[str]):

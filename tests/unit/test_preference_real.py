@@ -61,20 +61,47 @@ def _ref_clip_features(model, tokenizer, pixels, prompts):
 # -- HPSv2 / HPSv2.1 ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["hpsv2", "hpsv21"])
+def _hpsv2_val_transform(size, antialias):
+    """hpsv2.score's preprocessing, transcribed from tgxs002/HPSv2 (hpsv2/src/open_clip/
+    transform.py, ResizeMaxSize with light_augmentation=True): ToTensor, the longest side
+    to `size` on the tensor (bicubic, torchvision's antialias as given), zero pad (floor half
+    left/top), normalise."""
+    from torchvision.transforms import functional as TF
+
+    def tf(im):
+        x = T.ToTensor()(Image.fromarray(im))
+        h, w = x.shape[1:]
+        scale = size / float(max(h, w))
+        nh, nw = (round(d * scale) for d in (h, w))
+        x = TF.resize(x, (nh, nw), T.InterpolationMode.BICUBIC, antialias=antialias)
+        ph, pw = size - nh, size - nw
+        x = TF.pad(x, padding=[pw // 2, ph // 2, pw - pw // 2, ph - ph // 2], fill=0)
+        return T.Normalize(MEAN, STD)(x)
+
+    return tf
+
+
+@pytest.mark.parametrize("name", ["hpsv2", "hpsv21", "hpsv2_noaa", "hpsv21_noaa"])
 def test_hps_parity(open_clip_registry, tmp_path, images, name):
+    """Non-square images of three sizes: longest side resized, short side padded (HPSv2's
+    ResizeMaxSize), not the shorter side resized and cropped."""
     torch.manual_seed(1)
     model = open_clip.create_model("ViT-H-14")
     ckpt = tmp_path / "HPS.pt"
     torch.save({"state_dict": model.state_dict()}, ckpt)  # HPS checkpoints keep the weights under state_dict
-    got = get_scorer(name, {name: str(ckpt)}).score(images, PROMPTS)
-    # HPSv2's validation transform: ToTensor, Resize(224, bicubic) on the tensor, CenterCrop, normalise
-    tf = T.Compose(
-        [T.ToTensor(), T.Resize(32, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(32), T.Normalize(MEAN, STD)]
-    )
-    pixels = torch.stack([tf(Image.fromarray(im)) for im in images])
+    weights = {"hpsv2": str(ckpt), "hpsv21": str(ckpt)}
+    scorer = get_scorer(name, weights)
+    got = scorer.score(images, PROMPTS)
+    tf = _hpsv2_val_transform(32, antialias=not name.endswith("_noaa"))
+    pixels = torch.stack([tf(im) for im in images])
     want = 100 * _ref_clip_features(model.eval(), open_clip.get_tokenizer("ViT-H-14"), pixels, PROMPTS).numpy()
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+    # the differentiable path on the same pixels gives the same scores
+    x = torch.stack([T.ToTensor()(Image.fromarray(images[1]))])
+    np.testing.assert_allclose(scorer.reward(x, PROMPTS[1:2]).detach().numpy(), got[1:2], rtol=0, atol=1e-4)
+    # and the antialias choice matters (so the two variants are really two)
+    other = get_scorer(name.removesuffix("_noaa") if name.endswith("_noaa") else name + "_noaa", weights).score(images, PROMPTS)
+    assert np.abs(other - got).max() > 1e-3
 
 
 # -- CLIPScore and aesthetic ----------------------------------------------------------------
@@ -160,7 +187,7 @@ def test_pickscore_parity(tmp_path, images):
 
 # -- ImageReward ----------------------------------------------------------------------------
 
-DV, DT, HV, HT, PATCH, SIZE, LV, LT, VOCAB = 32, 24, 2, 2, 8, 32, 2, 2, 40
+DV, DT, HV, HT, PATCH, SIZE, LV, LT, VOCAB = 128, 24, 2, 2, 8, 32, 2, 2, 40  # HV = DV / 64, as BLIP's ViTs
 
 
 def _official_imagereward_state():
@@ -263,9 +290,14 @@ def _ref_imagereward(sd, pixels, ids, mask):
 def imagereward_files(tmp_path):
     sd = _official_imagereward_state()
     torch.save(sd, tmp_path / "ImageReward.pt")
-    med = {"vocab_size": VOCAB, "hidden_size": DT, "encoder_width": DV, "intermediate_size": 2 * DT, "num_hidden_layers": LT,
-           "num_attention_heads": HT, "max_position_embeddings": 64, "layer_norm_eps": 1e-12, "hidden_act": "gelu",
-           "vision_heads": HV, "add_cross_attention": True}  # fmt: skip
+    # BLIP's med_config.json (configs/med_config.json of salesforce/BLIP, which ImageReward ships),
+    # verbatim but for the sizes of this tiny model; its encoder_width (768) is not the
+    # vision width: the original ignores it and so must we
+    med = {"architectures": ["BertModel"], "attention_probs_dropout_prob": 0.1, "hidden_act": "gelu",
+           "hidden_dropout_prob": 0.1, "hidden_size": DT, "initializer_range": 0.02, "intermediate_size": 2 * DT,
+           "layer_norm_eps": 1e-12, "max_position_embeddings": 64, "model_type": "bert", "num_attention_heads": HT,
+           "num_hidden_layers": LT, "pad_token_id": 0, "type_vocab_size": 2, "vocab_size": VOCAB, "encoder_width": 768,
+           "add_cross_attention": True}  # fmt: skip
     (tmp_path / "med_config.json").write_text(json.dumps(med))
     tok = tmp_path / "bert"
     tok.mkdir()

@@ -204,13 +204,18 @@ def test_igs_scores_exactly_the_decoded_targets_without_gradient(tiny_assets, mo
     assert x_call[0].shape == (4, 3, 32, 32) and x_call[1] == CAPTIONS  # and the raw samples, for the log
 
 
-def test_gdmd_targets_are_the_implicit_targets_of_distinct_gradients(tiny_assets):
-    state = make(tiny_assets, "gdmd", targets=3, target_step=0.5)
+@pytest.mark.parametrize("norm", [False, True])
+def test_gdmd_targets_are_the_implicit_targets_of_distinct_gradients(tiny_assets, norm):
+    state = make(tiny_assets, "gdmd", targets=3, target_step=0.5, target_norm=norm)
     torch.manual_seed(1)
     term = dmd.dmd_term(state, batch(state, CAPTIONS))
     group = gdmd_method.dagc(state, term, batch(state, CAPTIONS))
     x = term.x.detach().repeat_interleave(3, 0)
-    torch.testing.assert_close(group.targets, x - 0.5 * group.g, rtol=0, atol=0)
+    d = group.g / group.g.abs().mean((1, 2, 3), keepdim=True) if norm else group.g
+    torch.testing.assert_close(group.step, 0.5 * d, rtol=0, atol=0)
+    torch.testing.assert_close(group.targets, x - group.step, rtol=0, atol=0)
+    if norm:  # every target the same mean distance from its sample
+        torch.testing.assert_close(group.step.abs().mean((1, 2, 3)), torch.full((12,), 0.5), rtol=1e-5, atol=0)
     g = group.g.view(4, 3, -1)
     torch.testing.assert_close(g[:, 0], term.query.g.flatten(1), rtol=1e-6, atol=1e-6)  # target 1 is DMD's own
     assert not torch.allclose(g[:, 0], g[:, 1]) and group.tau[:, 0].tolist() == term.query.tau.tolist()
@@ -237,7 +242,8 @@ def test_napo_on_policy_gradient_is_the_closed_form(tiny_assets):
     xhat = x.detach().repeat_interleave(G, 0) - torch.randn(B * G, 3, 4, 4, generator=gen, dtype=torch.float64)
     adv = torch.randn(B * G, generator=gen, dtype=torch.float64) * 3
     term = dmd.Term(x, torch.zeros((), dtype=torch.float64), {}, None)
-    group = gdmd_method.Group(xhat, x.detach().repeat_interleave(G, 0) - xhat, torch.zeros(B, G), 0)
+    step = x.detach().repeat_interleave(G, 0) - xhat
+    group = gdmd_method.Group(xhat, step, step, torch.zeros(B, G), 0)
     loss, _ = gdmd_method.napo(state, term, group, adv)
     (grad,) = torch.autograd.grad(loss, x)
     r = optimality(adv, state.cfg.adv_clip_max).view(B, G, 1, 1, 1)

@@ -3,10 +3,15 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from gdmd.study import validate_study
+from gdmd.study import resolve, validate_study
 
-# The study config against its JSON schema, at parse time: first as one line naming the
-# key (gdmd.study.validate_study), then through Snakemake, which also fills in defaults.
+# A study may build on another (`base:`) and a run on another (`like:`), resolved first
+# (gdmd.study.resolve); then the study config
+# against its JSON schema, at parse time: first as one line naming the key
+# (gdmd.study.validate_study), then through Snakemake, which also fills in defaults.
+_resolved = resolve(config)
+config.clear()
+config.update(_resolved)
 validate_study(config, workflow.source_path("../schemas/config.schema.yaml"), "config")
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -60,6 +65,15 @@ ENV = "../../environment.yml"
 STUDY = config["study"]
 RESULTS = f"results/{STUDY}"
 RUNS = config["runs"]
+if config.get("report", {}).get("order"):  # the table's row order (every run, once)
+    _order = config["report"]["order"]
+    if sorted(_order) != sorted(RUNS):
+        from gdmd.io import UserError
+
+        raise UserError(
+            f"config: report.order: must list every run once ({', '.join(RUNS)}), got {', '.join(_order)}"
+        )
+    RUNS = {name: RUNS[name] for name in _order}
 SEEDS = config["seeds"]
 PROMPTS = config["prompts"]
 
@@ -131,6 +145,12 @@ def geneval_args():
 
 # -- reports (rules/report.smk) --
 REPORT = config.get("report", {})
+for _title, _group in REPORT.get("ablations", {}).items():
+    for _run in _group["runs"]:
+        if _run not in RUNS:
+            from gdmd.io import UserError
+
+            raise UserError(f"config: report.ablations.{_title}: {_run!r} is not a run")
 
 
 def reference_args():
