@@ -24,10 +24,18 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from torchvision.transforms import functional as TF
 
-from .common import OPENAI_MEAN, OPENAI_STD, autocast, cosine, load_torch_state, need_file, register_open_clip_configs, to_tensor01
+from .common import (
+    OPENAI_MEAN,
+    OPENAI_STD,
+    autocast,
+    cosine,
+    load_torch_state,
+    need_file,
+    register_open_clip_configs,
+    to_tensor01,
+)
 
 ARCH = "ViT-H-14"
 
