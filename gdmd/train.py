@@ -46,32 +46,17 @@ METRICS = "metrics.csv"
 ATTEMPTS = "attempts.log"  # one line per start, resume, preemption save and final save
 
 
-class ShapesPrompts:
-    """Training prompts of the shapes world: its training caption distribution, and real
-    images for them (renders of the scenes the captions describe) for methods that want them."""
-
-    def __init__(self, seed: int, resolution: int = 32):
-        from gdmd.shapes.prompts import TrainingCaptions, template_prompts
-
-        self.resolution = resolution
-        self.captions = TrainingCaptions(exclude=template_prompts(), resolution=resolution, seed=seed)
-        self.rng = self.captions.rng  # checkpointed with the run
-
-    def batch(self, n: int, images: bool = False):
-        """(captions, images): images (B, 3, H, W) in [0, 1] if asked for, else None."""
-        from gdmd.shapes.pretrain import to_tensor
-        from gdmd.shapes.world import render_batch
-
-        scenes, captions, _ = self.captions.batch(n)
-        return captions, (to_tensor(render_batch(scenes, self.resolution)) if images else None)
-
-
-PROMPT_SOURCES = {"shapes": ShapesPrompts}
+# training prompt sources: name -> "module:class"; a source is `cls(seed, resolution)` with
+# `.rng` (checkpointed with the run) and `.batch(n, images=False) -> (captions, images)`
+PROMPT_SOURCES = {"shapes": "gdmd.shapes.prompts:ShapesPrompts"}
 
 
 def prompt_source(name: str, backbone):
     """The training prompt source `name` at the backbone's resolution: `seed -> source`."""
-    return functools.partial(PROMPT_SOURCES[name], resolution=backbone.latent_shape()[-1])
+    import importlib
+
+    module, cls = PROMPT_SOURCES[name].split(":")
+    return functools.partial(getattr(importlib.import_module(module), cls), resolution=backbone.latent_shape()[-1])
 
 
 class MetricsLog:

@@ -13,7 +13,7 @@ from typing import Literal
 
 from gdmd.config import param
 
-# training prompt sources (gdmd.train.PROMPT_SOURCES has the implementations)
+# training prompt sources (gdmd.train.PROMPT_SOURCES names their classes)
 PROMPT_SOURCES = ("shapes",)
 
 

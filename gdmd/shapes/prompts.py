@@ -371,3 +371,21 @@ def vocabulary() -> list[str]:
     for r in RELATIONS:
         words.update(r.split())
     return sorted(words)
+
+
+class ShapesPrompts:
+    """Training prompts of the shapes world: its training caption distribution, and real
+    images for them (renders of the scenes the captions describe) for methods that want them."""
+
+    def __init__(self, seed: int, resolution: int = 32):
+        self.resolution = resolution
+        self.captions = TrainingCaptions(exclude=template_prompts(), resolution=resolution, seed=seed)
+        self.rng = self.captions.rng  # checkpointed with the run
+
+    def batch(self, n: int, images: bool = False):
+        """(captions, images): images (B, 3, H, W) in [0, 1] if asked for, else None."""
+        from gdmd.shapes.pretrain import to_tensor
+        from gdmd.shapes.world import render_batch
+
+        scenes, captions, _ = self.captions.batch(n)
+        return captions, (to_tensor(render_batch(scenes, self.resolution)) if images else None)

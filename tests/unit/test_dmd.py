@@ -6,8 +6,8 @@ import torch
 from gdmd.backbones.shapes import load_teacher
 from gdmd.methods import Batch, dmd
 from gdmd.samplers import euler
+from gdmd.shapes.prompts import ShapesPrompts
 from gdmd.study import Assets, RunConfig
-from gdmd.train import ShapesPrompts
 
 __all__ = ["batch", "snapshot", "same"]
 

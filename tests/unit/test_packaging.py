@@ -64,3 +64,16 @@ def test_the_dag_parse_imports_no_torch():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def test_prompt_source_names_agree():
+    """The parse-time list of training prompt sources is the loop's table, and each loads."""
+    import importlib
+
+    from gdmd.methods.configs import PROMPT_SOURCES as names
+    from gdmd.train import PROMPT_SOURCES as table
+
+    assert tuple(table) == names
+    for spec in table.values():
+        module, cls = spec.split(":")
+        assert hasattr(importlib.import_module(module), cls)

@@ -12,8 +12,8 @@ from gdmd.backbones.shapes import load_teacher
 from gdmd.losses import optimality
 from gdmd.methods import dmd, dmdr, get_method
 from gdmd.methods import gdmd as gdmd_method
+from gdmd.shapes.prompts import ShapesPrompts
 from gdmd.study import Assets, RunConfig
-from gdmd.train import ShapesPrompts
 
 from .test_dmd import batch, same, snapshot
 

@@ -11,7 +11,7 @@ rule geneval:
         bench_path("geneval/{run}/seed{seed}")
     conda:
         ENV
-    threads: 4
+    threads: 1
     resources:
         gpu=1,
     params:
@@ -33,7 +33,7 @@ rule preference:
         bench_path("preference/{run}/seed{seed}")
     conda:
         ENV
-    threads: 4
+    threads: 1
     resources:
         gpu=1,
     params:

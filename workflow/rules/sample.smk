@@ -9,9 +9,11 @@ rule sample:
         log_path("sample/{run}/seed{seed}"),
     benchmark:
         bench_path("sample/{run}/seed{seed}")
+    # the teachers' sampling (the 50-step teacher is the longest job) starts before training
+    priority: 1
     conda:
         ENV
-    threads: 4
+    threads: 1
     resources:
         gpu=1,
     params:

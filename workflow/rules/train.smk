@@ -1,4 +1,6 @@
-# Training of student runs (method != teacher). The final checkpoint is the output; the
+# Training of student runs (method != teacher). One core per job locally (jobs run side by
+# side; the pinned numerics make results independent of the thread count); cluster
+# profiles set their own threads. The final checkpoint is the output; the
 # work directory beside it (checkpoints every N iterations, metrics.csv) is not, so a
 # preempted or failed job resumes from it when rerun. The log is appended to, so it keeps
 # every attempt (and the iteration each one resumed from).
@@ -16,7 +18,7 @@ rule train:
         bench_path("train/{run}/seed{seed}")
     conda:
         ENV
-    threads: 4
+    threads: 1
     resources:
         gpu=1,
     shell:
