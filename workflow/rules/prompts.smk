@@ -6,6 +6,8 @@ rule prompts:
         log_path("prompts"),
     benchmark:
         bench_path("prompts")
+    # the settings files first, so the teachers' sampling (priority 1) can start before training
+    priority: 2
     conda:
         ENV
     params:
@@ -21,6 +23,7 @@ rule run_config:
         log_path("run_config/{run}"),
     benchmark:
         bench_path("run_config/{run}")
+    priority: 2
     conda:
         ENV
     params:
