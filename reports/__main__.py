@@ -80,7 +80,8 @@ def main(argv=None):
     a.add_argument("--markdown", required=True, type=Path)
     a.add_argument("--latex", required=True, type=Path)
     a.add_argument("--html", required=True, type=Path)
-    for name, helptext in (("geneval-bars", "per-tag GenEval bars"), ("metric-vs-nfe", "metrics against NFE")):
+    for name, helptext in (("geneval-bars", "per-tag GenEval bars"), ("metric-vs-nfe", "metrics against NFE"),
+                           ("metrics-by-run", "GenEval overall and the preference metrics per run")):  # fmt: skip
         b = sub.add_parser(name, help=helptext)
         b.add_argument("--table", required=True, type=Path)
         b.add_argument("--out", required=True, type=Path)
@@ -125,6 +126,8 @@ def main(argv=None):
         atomic_write_text(args.html, "\n".join(tables.to_html(t) for t in made) or "<p>No ablations.</p>\n")
     elif args.cmd == "geneval-bars":
         _figure(args.out, lambda: plots.geneval_bars(pd.read_csv(args.table)))
+    elif args.cmd == "metrics-by-run":
+        _figure(args.out, lambda: plots.metrics_by_run(pd.read_csv(args.table)))
     elif args.cmd == "metric-vs-nfe":
         _figure(args.out, lambda: plots.metric_vs_nfe(pd.read_csv(args.table)))
     elif args.cmd == "reward-vs-geneval":

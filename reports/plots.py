@@ -1,6 +1,7 @@
 """Figures (matplotlib, Agg): each function returns a figure; `save` writes it as PNG and PDF.
 
 - `geneval_bars`: GenEval accuracy per tag and overall, one bar per run, 95% CI whiskers;
+- `metrics_by_run`: GenEval overall and each preference metric, a bar per run, CI whiskers;
 - `metric_vs_nfe`: each metric against network evaluations per image, teachers as a line;
 - `reward_vs_geneval`: each training reward's metric against GenEval overall, per run (does
   what the RL methods optimise carry over to the unseen metric?);
@@ -67,6 +68,28 @@ def _metrics(table: pd.DataFrame) -> list[str]:
     from .tables import metric_columns
 
     return [c for c in metric_columns(table) if c not in TAGS and not c.startswith("empty")]
+
+
+def metrics_by_run(table: pd.DataFrame):
+    """One panel per metric (GenEval overall and each preference metric): a bar per measured
+    run in table order, with 95% CI whiskers; teachers hatched."""
+    table = _measured(table)
+    metrics = _metrics(table)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(4, 0.55 * len(table)) * len(metrics), 3.6), squeeze=False)
+    x = np.arange(len(table))
+    for ax, m in zip(axes[0], metrics):
+        bars = ax.bar(x, table[m], yerr=[_err(r, m) for _, r in table.iterrows()], capsize=2, color="tab:blue")
+        for bar, method in zip(bars, table["method"]):
+            if method == "teacher":
+                bar.set_hatch("//")
+                bar.set_color("tab:gray")
+        lo = np.nanmin(table[m] - table.get(f"{m}_ci95", 0).fillna(0))
+        hi = np.nanmax(table[m] + table.get(f"{m}_ci95", 0).fillna(0))
+        ax.set_ylim(lo - 0.1 * (hi - lo + 1e-9), hi + 0.1 * (hi - lo + 1e-9))
+        ax.set_xticks(x, [f"{r} (n={n})" for r, n in zip(table["run"], table["seeds"])], rotation=60, ha="right", fontsize=7)
+        ax.set_title(m, fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 def metric_vs_nfe(table: pd.DataFrame):

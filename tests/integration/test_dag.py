@@ -64,7 +64,7 @@ def test_dry_run(workdir, config):
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"prompt": {"per_tag": 2}}, "config: unknown key 'prompt'; known: study, backbone, assets"),
+        ({"prompt": {"per_tag": 2}}, "config: unknown key 'prompt'; known: base, study, backbone, assets"),
         ({"prompts.per_tag": "many"}, "config: prompts.per_tag: 'many' is not of type 'integer'"),
         (
             {"runs.dmd.method": "dmd3"},
@@ -147,7 +147,7 @@ def test_smoke_study_end_to_end(smoke):
         assert df[col].between(-100, 100).all() and df[col].notna().all()
     assert "| run | method | NFE | n |" in (res / "tables" / "main.md").read_text()
     assert "\\toprule" in (res / "tables" / "main.tex").read_text()
-    for fig in ["geneval_tags", "metric_vs_nfe", "reward_vs_geneval", "training_curves", "samples"]:
+    for fig in ["geneval_tags", "metrics_by_run", "metric_vs_nfe", "reward_vs_geneval", "training_curves", "samples"]:
         assert (res / "figures" / f"{fig}.png").stat().st_size > 1000
         assert (res / "figures" / f"{fig}.pdf").read_bytes()[:4] == b"%PDF"
     # every job logged and was benchmarked; every RL run logged its rewards
@@ -197,7 +197,7 @@ def test_html_report_shows_the_table_and_figures_in_a_browser(smoke, tmp_path):
         assert all(run in text for run in RUNS) and "GenEval" in text, text[:500]
         page.screenshot(path=tmp_path / "table.png")
         sizes = {}
-        for fig in ("geneval_tags", "metric_vs_nfe", "reward_vs_geneval", "training_curves", "samples"):
+        for fig in ("geneval_tags", "metrics_by_run", "metric_vs_nfe", "reward_vs_geneval", "training_curves", "samples"):
             page.goto(html.as_uri())
             page.get_by_text("Figures").first.click()
             page.locator("tr", has_text=f"{fig}.png").first.locator("a[iconname=eye]").click()

@@ -23,7 +23,7 @@ CLUSTER = ROOT / "profiles" / "local-slurm" / "cluster.sh"
 PROFILE = ROOT / "profiles" / "local-slurm"
 GPU_RULES = {"sample", "train", "geneval", "preference"}
 # the Snakefile's localrules: reports and settings files never go to the cluster
-LOCAL_RULES = {"all", "run_config", "table", "ablations", "figure_geneval_tags", "figure_metric_vs_nfe",
+LOCAL_RULES = {"all", "run_config", "table", "ablations", "figure_geneval_tags", "figure_metrics_by_run", "figure_metric_vs_nfe",
                "figure_reward_vs_geneval", "training_curves", "study_grid", "sample_grid", "reports_from_scores"}  # fmt: skip
 
 
@@ -94,8 +94,8 @@ def test_smoke_study_through_slurm_equals_local(cluster, tmp_path):
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
     jobs = submitted_jobs(out)
-    local = sum(n for rule, n in counts.items() if rule in LOCAL_RULES)
-    assert len(jobs) == counts["total"] - local  # every job but the workflow's localrules went through sbatch
+    n_local = sum(n for rule, n in counts.items() if rule in LOCAL_RULES)
+    assert len(jobs) == counts["total"] - n_local  # every job but the workflow's localrules went through sbatch
     assert not set(jobs.values()) & LOCAL_RULES
     for job_id, rule in jobs.items():
         info = subprocess.run(["scontrol", "show", "job", str(job_id)], capture_output=True, text=True).stdout

@@ -148,7 +148,7 @@ def test_reference_rows_come_with_their_source():
 def test_figures_from_a_table_and_logs(tmp_path):
     files = _study(tmp_path, [("teacher-8step", "teacher", 8, 3.0, [0.4, 0.5]), ("dmd", "dmd", 4, 1.0, [0.5, 0.55])])
     df = tables.to_frame(build(tables.measured_rows(*files)))
-    for fig in (plots.geneval_bars(df), plots.metric_vs_nfe(df), plots.reward_vs_geneval(df, ["m"])):
+    for fig in (plots.geneval_bars(df), plots.metrics_by_run(df), plots.metric_vs_nfe(df), plots.reward_vs_geneval(df, ["m"])):
         png, pdf = tmp_path / "f.png", tmp_path / "f.pdf"
         plots.save(fig, png, pdf)
         assert png.read_bytes()[:4] == b"\x89PNG" and pdf.read_bytes()[:4] == b"%PDF"

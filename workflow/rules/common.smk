@@ -193,7 +193,12 @@ def score_reports():
     out = [f"{RESULTS}/tables/main.{ext}" for ext in ("csv", "md", "tex", "html")]
     out += [
         f"{RESULTS}/figures/{f}.png"
-        for f in ("geneval_tags", "metric_vs_nfe", "reward_vs_geneval")
+        for f in (
+            "geneval_tags",
+            "metrics_by_run",
+            "metric_vs_nfe",
+            "reward_vs_geneval",
+        )
     ]
     if REPORT.get("ablations"):
         out.append(f"{RESULTS}/tables/ablations.md")

@@ -90,6 +90,28 @@ rule figure_geneval_tags:
         "python -m reports {params.command} --table {input} --out {output.png} > {log} 2>&1"
 
 
+rule figure_metrics_by_run:
+    input:
+        rules.table.output.csv,
+    output:
+        png=report(
+            f"{RESULTS}/figures/metrics_by_run.png",
+            caption="../report/metrics_by_run.rst",
+            category="Figures",
+        ),
+        pdf=f"{RESULTS}/figures/metrics_by_run.pdf",
+    log:
+        log_path("figure_metrics_by_run"),
+    benchmark:
+        bench_path("figure_metrics_by_run")
+    conda:
+        ENV
+    params:
+        command="metrics-by-run",
+    shell:
+        "python -m reports {params.command} --table {input} --out {output.png} > {log} 2>&1"
+
+
 rule figure_metric_vs_nfe:
     input:
         rules.table.output.csv,
