@@ -71,21 +71,21 @@ def _metrics(table: pd.DataFrame) -> list[str]:
 
 
 def metrics_by_run(table: pd.DataFrame):
-    """One panel per metric (GenEval overall and each preference metric): a bar per measured
-    run in table order, with 95% CI whiskers; teachers hatched."""
+    """One panel per metric (GenEval overall and each preference metric): a dot per measured
+    run in table order with its 95% CI whisker (teachers grey squares). Dots, not bars: the
+    axes do not start at zero, and a truncated bar would exaggerate the differences."""
     table = _measured(table)
     metrics = _metrics(table)
     fig, axes = plt.subplots(1, len(metrics), figsize=(max(4, 0.55 * len(table)) * len(metrics), 3.6), squeeze=False)
     x = np.arange(len(table))
+    teacher = (table["method"] == "teacher").to_numpy()
     for ax, m in zip(axes[0], metrics):
-        bars = ax.bar(x, table[m], yerr=[_err(r, m) for _, r in table.iterrows()], capsize=2, color="tab:blue")
-        for bar, method in zip(bars, table["method"]):
-            if method == "teacher":
-                bar.set_hatch("//")
-                bar.set_color("tab:gray")
-        lo = np.nanmin(table[m] - table.get(f"{m}_ci95", 0).fillna(0))
-        hi = np.nanmax(table[m] + table.get(f"{m}_ci95", 0).fillna(0))
-        ax.set_ylim(lo - 0.1 * (hi - lo + 1e-9), hi + 0.1 * (hi - lo + 1e-9))
+        err = np.array([_err(r, m) for _, r in table.iterrows()], dtype=float)
+        for mask, marker, color in ((teacher, "s", "tab:gray"), (~teacher, "o", "tab:blue")):
+            ax.errorbar(x[mask], table[m].to_numpy()[mask], yerr=err[mask], marker=marker, color=color,
+                        linestyle="", capsize=3)  # fmt: skip
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_xlim(-0.5, len(table) - 0.5)
         ax.set_xticks(x, [f"{r} (n={n})" for r, n in zip(table["run"], table["seeds"])], rotation=60, ha="right", fontsize=7)
         ax.set_title(m, fontsize=9)
     fig.tight_layout()

@@ -61,6 +61,20 @@ def test_dry_run(workdir, config):
     assert "sample" in r.stdout and "table" in r.stdout
 
 
+def test_longest_training_is_scheduled_first(workdir):
+    """Train jobs are prioritised by their estimated cost (GDMD's group of targets costs
+    more per generator update), all below the teachers' sampling and the settings files."""
+    r = snakemake(workdir, "-n", "--configfile", "config/shapes.yaml")
+    assert r.returncode == 0, r.stderr
+    jobs = re.findall(r"rule (\w+):\n(?:    .*\n)*?    wildcards: run=([\w-]+), seed=0\n(?:    .*\n)*?    priority: ([\d.e-]+)",
+                      r.stdout)  # fmt: skip
+    train = {run: float(p) for rule, run, p in jobs if rule == "train"}
+    assert set(train) == {"dmd", "dmd_nft", "dmd_refl", "dmdr", "gdmd"}, jobs
+    assert max(train, key=train.get) == "gdmd" and all(0 < p < 1 for p in train.values()), train
+    sample = {run: float(p) for rule, run, p in jobs if rule == "sample"}
+    assert sample["teacher-50step"] == 1, sample
+
+
 @pytest.mark.parametrize(
     "changes, message",
     [

@@ -97,6 +97,17 @@ def is_trained(run):
     return RUNS[run]["method"] != "teacher"
 
 
+def train_priority(wildcards):
+    """Longest training first, so that the job left running alone at the end of a study on
+    a small machine is a short one. A rough cost, mapped into (0, 1) to stay below the
+    teachers' sampling (priority 1): iterations x batch x score queries per critic update
+    (GDMD's generator updates query `targets` gradients instead of one)."""
+    train = RUNS[wildcards.run].get("train") or {}
+    queries = 1 + (train.get("targets", 1) - 1) / train.get("gen_every", 5)
+    cost = train.get("iterations", 1) * train.get("batch_size", 1) * queries
+    return cost / (cost + 1e5)
+
+
 def run_checkpoint(wildcards):
     """The trained generator a student run samples from (nothing for teacher runs)."""
     if is_trained(wildcards.run):

@@ -16,6 +16,7 @@ rule train:
         log_path("train/{run}/seed{seed}"),
     benchmark:
         bench_path("train/{run}/seed{seed}")
+    priority: train_priority
     conda:
         ENV
     threads: 1
