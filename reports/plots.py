@@ -159,6 +159,7 @@ def training_curves(files: list[Path], window: int = 20):
     cols = min(4, max(len(keys), 1))
     nrows = -(-max(len(keys), 1) // cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 2.8 * nrows), squeeze=False)
+    colors = {run: f"C{i % 10}" for i, run in enumerate(runs)}  # one colour per run in every panel
     for ax, key in zip(axes.flat, keys):
         for run, dfs in runs.items():
             series = []
@@ -169,14 +170,14 @@ def training_curves(files: list[Path], window: int = 20):
             if not series:
                 continue
             both = pd.concat(series, axis=1)
-            line = ax.plot(both.index, both.mean(axis=1), label=f"{run} (n={len(series)})")[0]
+            ax.plot(both.index, both.mean(axis=1), color=colors[run], label=f"{run} (n={len(series)})")
             if len(series) > 1:
-                ax.fill_between(both.index, both.min(axis=1), both.max(axis=1), color=line.get_color(), alpha=0.2)
+                ax.fill_between(both.index, both.min(axis=1), both.max(axis=1), color=colors[run], alpha=0.2)
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("iteration", fontsize=8)
+        ax.legend(fontsize=6)
     for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=6)
     fig.tight_layout()
     return fig
 

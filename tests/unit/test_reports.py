@@ -164,3 +164,14 @@ def test_figures_from_a_table_and_logs(tmp_path):
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles == ["dmd_loss", "napo_r_mean"]
     assert fig.axes[0].get_legend_handles_labels()[1] == ["gdmd (n=2)"]
+    # a run that logs only the second quantity keeps its own colour in every panel
+    only = tmp_path / "metrics" / "dmd_nft" / "seed0.csv"
+    only.parent.mkdir(parents=True)
+    pd.DataFrame({"iteration": range(30), "napo_r_mean": 0.4}).to_csv(only, index=False)
+    fig = plots.training_curves([only, *logs])
+    colours = {}
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            colours.setdefault(line.get_label(), set()).add(line.get_color())
+    assert set(colours) == {"gdmd (n=2)", "dmd_nft (n=1)"} and all(len(c) == 1 for c in colours.values()), colours
+    assert colours["gdmd (n=2)"] != colours["dmd_nft (n=1)"]
