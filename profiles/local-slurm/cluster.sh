@@ -110,7 +110,11 @@ stop() {
     for d in slurmd slurmctld; do
         pkill -x "$d" 2>/dev/null || true
     done
-    for _ in $(seq 50); do pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null || break; sleep 0.1; done
+    # a controller still shutting down holds its port: wait for it (15 s), then kill it
+    for _ in $(seq 150); do pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null || break; sleep 0.1; done
+    for d in slurmd slurmctld; do
+        pkill -9 -x "$d" 2>/dev/null || true
+    done
     pkill -x munged 2>/dev/null || true
 }
 
