@@ -115,7 +115,10 @@ stop() {
     for d in slurmd slurmctld; do
         pkill -9 -x "$d" 2>/dev/null || true
     done
+    # and for munged: start_munge must not mistake a dying munged for a running one
     pkill -x munged 2>/dev/null || true
+    for _ in $(seq 50); do pgrep -x munged >/dev/null || break; sleep 0.1; done
+    pkill -9 -x munged 2>/dev/null || true
 }
 
 status() {
