@@ -1,7 +1,7 @@
 """Figures (matplotlib, Agg): each function returns a figure; `save` writes it as PNG and PDF.
 
 - `geneval_bars`: GenEval accuracy per tag and overall, one bar per run, 95% CI whiskers;
-- `metrics_by_run`: GenEval overall and each preference metric, a bar per run, CI whiskers;
+- `metrics_by_run`: GenEval overall and each preference metric, a dot per run, CI whiskers;
 - `metric_vs_nfe`: each metric against network evaluations per image, teachers as a line;
 - `reward_vs_geneval`: each training reward's metric against GenEval overall, per run (does
   what the RL methods optimise carry over to the unseen metric?);

@@ -29,22 +29,30 @@ def check_metrics():
             raise UserError(f"config: preference.metrics[{i}]: {problem}")
 
 
+def train_config(run):
+    """A student run's `train:` section as its method's typed config, defaults filled in
+    (torch-free: gdmd.methods imports no method code until a method runs)."""
+    from gdmd import config as cfglib
+    from gdmd.methods import get_method
+
+    r = config["runs"][run]
+    return cfglib.from_dict(
+        get_method(r["method"]).Config, r.get("train", {}), f"runs.{run}.train"
+    )
+
+
 def check_train_sections():
     """Each student run's `train:` section against its method's typed config (keys, types,
     ranges), and its rewards against the study's weight paths, at parse time (torch-free:
     gdmd.methods imports no method code until a method runs)."""
-    from gdmd import config as cfglib
     from gdmd.io import UserError
-    from gdmd.methods import get_method
     from eval.preference import check_metric
 
     for name, r in config["runs"].items():
         if r["method"] == "teacher":
             continue
         where = f"runs.{name}.train"
-        cfg = cfglib.from_dict(
-            get_method(r["method"]).Config, r.get("train", {}), where
-        )
+        cfg = train_config(name)
         for i, term in enumerate(getattr(cfg, "rewards", ())):
             problem = check_metric(
                 term.metric,
@@ -102,9 +110,9 @@ def train_priority(wildcards):
     a small machine is a short one. A rough cost, mapped into (0, 1) to stay below the
     teachers' sampling (priority 1): iterations x batch x score queries per critic update
     (GDMD's generator updates query `targets` gradients instead of one)."""
-    train = RUNS[wildcards.run].get("train") or {}
-    queries = 1 + (train.get("targets", 1) - 1) / train.get("gen_every", 5)
-    cost = train.get("iterations", 1) * train.get("batch_size", 1) * queries
+    cfg = train_config(wildcards.run)
+    queries = 1 + (getattr(cfg, "targets", 1) - 1) / cfg.gen_every
+    cost = cfg.iterations * cfg.batch_size * queries
     return cost / (cost + 1e5)
 
 

@@ -1,0 +1,56 @@
+"""Where the teacher's forward pass spends its time on CPU: torch profiler, one thread.
+
+    python benchmarks/profile_teacher.py --batch 200 --out benchmarks/results/profile_teacher.json
+
+One guided velocity call (batch x 2 rows with CFG) of the committed shapes teacher, as
+the 50-step sampling runs it; writes each op's share of self CPU time.
+"""
+
+from __future__ import annotations
+
+import gdmd  # noqa: F401  (fixes the numerics mode before torch loads)
+
+# isort: split
+import argparse
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from gdmd import backbones
+from gdmd.io import atomic_write_json, provenance
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch", type=int, default=200)
+    p.add_argument("--cfg-scale", type=float, default=3.0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/profile_teacher.json"))
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    bb, teacher = backbones.load("shapes", "resources/shapes/teacher", "resources/shapes/clip", device="cpu")
+    teacher.eval()
+    cond = bb.encode_prompts(["a photo of a red circle and a blue square"] * args.batch)
+    x, t = torch.randn(args.batch, 3, 32, 32), torch.full((args.batch,), 0.5)
+    with torch.no_grad():
+        bb.velocity(teacher, x, t, cond, args.cfg_scale)  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(3):
+            bb.velocity(teacher, x, t, cond, args.cfg_scale)
+        seconds = (time.perf_counter() - t0) / 3
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            bb.velocity(teacher, x, t, cond, args.cfg_scale)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    ops = {e.key: round(e.self_cpu_time_total / total, 4) for e in events[:15]}
+    atomic_write_json(args.out, {"seconds_per_call": seconds, "batch": args.batch, "threads": args.threads,
+                                 "self_cpu_share": ops, **provenance()})  # fmt: skip
+    for k, v in ops.items():
+        print(f"{v:6.1%}  {k}")
+
+
+if __name__ == "__main__":
+    main()
