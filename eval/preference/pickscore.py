@@ -15,6 +15,15 @@ import torch
 from .common import autocast, clip_tensor_preprocess, cosine, need_dir
 
 
+def crop_height(crop) -> int:
+    """The processor's crop size as an int: written as an int in old-format processor
+    configs (laion's CLIP-ViT-H-14, PickScore's processor, is one), as a dict in new ones,
+    and as a SizeDict object by transformers >= 5 whatever the file says."""
+    if isinstance(crop, int):
+        return crop
+    return crop["height"] if isinstance(crop, dict) else crop.height
+
+
 def features(out) -> torch.Tensor:
     return out if torch.is_tensor(out) else out.pooler_output
 
@@ -32,7 +41,7 @@ class PickScore:
         self.model = CLIPModel.from_pretrained(need_dir(weights["pickscore"], "PickScore model")).to(self.device)
         self.model.eval().requires_grad_(False)
         ip = self.processor.image_processor
-        self.size = ip.crop_size["height"] if isinstance(ip.crop_size, dict) else ip.crop_size
+        self.size = crop_height(ip.crop_size)
         self.mean, self.std = tuple(ip.image_mean), tuple(ip.image_std)
 
     def _text(self, prompts):

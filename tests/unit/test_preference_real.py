@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from torchvision import transforms as T
 
 from eval.preference import SCORERS, get_scorer
-from eval.preference.offline import char_clip_tokenizer
+from eval.preference.offline import char_clip_tokenizer, clip_bpe_tokenizer_files
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
@@ -149,8 +149,12 @@ def test_aesthetic_parity(open_clip_registry, tmp_path, images):
 # -- PickScore ------------------------------------------------------------------------------
 
 
-def test_pickscore_parity(tmp_path, images):
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+@pytest.mark.parametrize("processor_format", ["current", "laion"])
+def test_pickscore_parity(tmp_path, images, processor_format):
+    """`laion`: the processor directory as laion/CLIP-ViT-H-14-laion2B-s32B-b79K (PickScore's
+    processor) ships it, sizes as ints in an old-format preprocessor_config.json, which
+    transformers >= 5 reads into a SizeDict (the differentiable path once failed on it)."""
+    from transformers import AutoProcessor, CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
     tok, vocab = char_clip_tokenizer(tmp_path / "tok")
     cfg = CLIPConfig(
@@ -169,10 +173,21 @@ def test_pickscore_parity(tmp_path, images):
         image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}), tokenizer=tok
     )
     proc.save_pretrained(tmp_path / "processor")
-    got = get_scorer(
+    if processor_format == "laion":
+        (tmp_path / "processor" / "preprocessor_config.json").write_text(json.dumps({
+            "crop_size": 32, "do_center_crop": True, "do_normalize": True, "do_resize": True,
+            "feature_extractor_type": "CLIPFeatureExtractor", "image_mean": list(MEAN), "image_std": list(STD),
+            "resample": 3, "size": 32}))  # fmt: skip
+        (tmp_path / "processor" / "config.json").write_text(json.dumps({"model_type": "clip"}))
+        proc = AutoProcessor.from_pretrained(str(tmp_path / "processor"))
+    scorer = get_scorer(
         "pickscore", {"pickscore": str(tmp_path / "PickScore_v1"), "pickscore_processor": str(tmp_path / "processor")}
     )
-    got = got.score(images, PROMPTS)
+    got = scorer.score(images, PROMPTS)
+    # the differentiable path on an image at the crop size (no resize on either path) agrees
+    square = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    x = torch.from_numpy(square).permute(2, 0, 1)[None].float() / 255
+    np.testing.assert_allclose(scorer.reward(x, PROMPTS[:1]).numpy(), scorer.score([square], PROMPTS[:1]), rtol=0, atol=1e-4)
     # the PickScore model card's computation: processor, features, logit_scale.exp() * cos
     inputs = proc(images=[Image.fromarray(im) for im in images], text=PROMPTS, padding=True, truncation=True, max_length=77,
                   return_tensors="pt")  # fmt: skip
@@ -183,6 +198,19 @@ def test_pickscore_parity(tmp_path, images):
         t = F.normalize(model.text_projection(t), dim=-1)
         want = (model.logit_scale.exp() * (i * t).sum(-1)).numpy()
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+
+
+def test_clip_bpe_tokenizer_files_tokenize_as_open_clip(tmp_path):
+    """The transformers-format CLIP tokenizer written offline (benchmarks/scorer_parity uses it
+    for PickScore) gives open_clip's SimpleTokenizer ids, special tokens included."""
+    from transformers import CLIPTokenizer
+
+    tok = CLIPTokenizer.from_pretrained(str(clip_bpe_tokenizer_files(tmp_path / "tok")))
+    ref = open_clip.get_tokenizer("ViT-L-14")
+    for prompt in PROMPTS + ["A Photo of TWO red apples", "an astronaut riding a horse on mars"]:
+        want = ref([prompt])[0]
+        assert tok(prompt)["input_ids"] == want[want != 0].tolist(), prompt
+    assert len(tok) == 49408
 
 
 # -- ImageReward ----------------------------------------------------------------------------
