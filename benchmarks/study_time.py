@@ -68,8 +68,11 @@ def main():
     import gdmd  # noqa: F401  (only for the JSON writer and provenance; no torch)
     from gdmd.io import atomic_write_json
 
-    jobs = job_seconds(args.clone / "results" / args.study / "benchmarks")
+    bench = args.clone / "results" / args.study / "benchmarks"
     logs = sorted((args.clone / ".snakemake" / "log").glob("*.snakemake.log"))
+    if not bench.is_dir() or not logs:
+        p.error(f"--clone {args.clone}: no {bench} or no .snakemake/log/*.snakemake.log (run `make study` there first)")
+    jobs = job_seconds(bench)
     events, elapsed = timeline(logs[-1])
     total = sum(jobs.values())
     result = {

@@ -134,7 +134,7 @@ def ensure_venv(venvs: Path, name: str) -> None:
     if stamp.exists() and json.loads(stamp.read_text()) == reqs:
         return
     print(f"building venv {venvs / name}: {' '.join(reqs)}", flush=True)
-    subprocess.run([sys.executable.replace(sys.prefix, sys.base_prefix), "-m", "venv", "--clear", str(venvs / name)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venvs / name)], check=True)  # on the base interpreter
     pip = [str(venv_python(venvs, name)), "-m", "pip", "install", "-q", "--no-compile"]
     late = [r for r in reqs if r == OLD_SETUPTOOLS]  # after the rest: pip refuses it beside torch's declared need
     subprocess.run(pip + [r for r in reqs if r not in late], check=True)
@@ -204,6 +204,9 @@ def main():
     p.add_argument("--originals", default=",".join(ORIGINALS), help="which originals to run (comma-separated)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/scorer_parity.json"))
     args = p.parse_args()
+    unknown = [n for n in args.originals.split(",") if n not in ORIGINALS]
+    if unknown:
+        p.error(f"--originals: {unknown[0]!r} is not one of {', '.join(ORIGINALS)}")
     args.venvs, args.work = args.venvs.resolve(), args.work.resolve()
     shutil.rmtree(args.work, ignore_errors=True)
     write_inputs(args.work)
@@ -238,7 +241,7 @@ def write_result(args, rows: list[dict], scores: dict, paths: list[Path]) -> Non
         rows = [r for r in before["rows"] if r["metric"] not in done] + rows
         scores = {**{k: v for k, v in before["scores"].items() if k not in done}, **scores}
     result = {"rows": rows, "scores": scores, "images": [q.name for q in paths], "prompts": PROMPTS,
-              "originals": {k: v for k, v in ENVS.items()}, **provenance()}  # fmt: skip
+              "originals": dict(ENVS), **provenance()}  # fmt: skip
     atomic_write_json(args.out, result)
     atomic_write_text(args.out.with_suffix(".md"), table(rows))
     print(table(rows))
