@@ -1,14 +1,15 @@
 """Download evaluator weights into the documented local layout (on a machine with internet).
 
-    python -m eval.weights geneval --dest weights      # Mask2Former (transformers + mmdet), CLIP ViT-L/14
+    python -m eval.weights geneval --dest weights      # GenEval's Mask2Former (official + converted), CLIP ViT-L/14
+    python -m eval.weights geneval-convert --mmdet official.pth --out DIR   # convert a local official checkpoint
     python -m eval.weights preference --dest weights   # HPSv2/2.1, PickScore, ImageReward, aesthetic, CLIP
     python -m eval.weights hps-prompts --dest data     # HPSv2's benchmark prompts (4 styles x 800)
     python -m eval.weights list --dest weights         # what is there, what is missing
 
 Layout under --dest (the study configs point at these paths):
 
-    geneval/mask2former-swin-small-coco-instance/   transformers `from_pretrained` directory
-    geneval/mmdet/mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.pth   official mmdet checkpoint
+    geneval/mmdet/mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.pth   GenEval's official mmdet checkpoint
+    geneval/mask2former-swin-s-geneval/             the same weights converted for transformers (default backend)
     clip/ViT-L-14-quickgelu-openai.bin              open_clip OpenAI weights (colour check, CLIPScore, aesthetic)
     preference/HPS_v2_compressed.pt, preference/HPS_v2.1_compressed.pt
     preference/PickScore_v1/                        transformers CLIPModel
@@ -28,18 +29,18 @@ from pathlib import Path
 
 from gdmd.io import CliParser, UserError, atomic_path, run_cli
 
-MASK2FORMER_HF = "facebook/mask2former-swin-small-coco-instance"
-# the checkpoint GenEval's evaluation/download_models.sh fetches (djghosh13/geneval)
+# the checkpoint GenEval's evaluation/download_models.sh fetches (djghosh13/geneval at af4902f):
+# mmdet 2.x's release of Mask2Former Swin-S on COCO instance segmentation
 MMDET_URL = (
-    "https://download.openmmlab.com/mmdetection/v3.0/mask2former/mask2former_swin-s-p4-w7-224_8xb2-lsj-50e_coco/"
-    "mask2former_swin-s-p4-w7-224_8xb2-lsj-50e_coco_20220504_001756-c9d0c4f2.pth"
+    "https://download.openmmlab.com/mmdetection/v2.0/mask2former/mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco/"
+    "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco_20220504_001756-743b7d99.pth"
 )
 
 AESTHETIC_URL = "https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/sac+logos+ava1-l14-linearMSE.pth"
 HPS_PROMPT_FILES = ("anime.json", "concept-art.json", "paintings.json", "photo.json")  # dataset zhwang/HPDv2, benchmark/
 
 LAYOUT = {
-    "mask2former": Path("geneval/mask2former-swin-small-coco-instance"),
+    "mask2former": Path("geneval/mask2former-swin-s-geneval"),
     "mmdet": Path("geneval/mmdet/mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.pth"),
     "clip_l14": Path("clip/ViT-L-14-quickgelu-openai.bin"),
     "hpsv2": Path("preference/HPS_v2_compressed.pt"),
@@ -54,13 +55,14 @@ LAYOUT = {
 
 
 def download_geneval(dest: Path) -> None:
-    from huggingface_hub import snapshot_download
+    """GenEval's official checkpoint, and the same weights converted for the transformers backend."""
+    from .geneval.convert import convert_checkpoint
 
-    target = dest / LAYOUT["mask2former"]
-    snapshot_download(MASK2FORMER_HF, local_dir=target, allow_patterns=["*.json", "*.safetensors"])
-    download_clip_l14(dest)
-    with atomic_path(dest / LAYOUT["mmdet"], ".pth") as tmp:
+    official = dest / LAYOUT["mmdet"]
+    with atomic_path(official, ".pth") as tmp:
         urllib.request.urlretrieve(MMDET_URL, tmp)
+    convert_checkpoint(official, dest / LAYOUT["mask2former"])
+    download_clip_l14(dest)
 
 
 def download_clip_l14(dest: Path) -> None:
@@ -108,13 +110,23 @@ def download_hps_prompts(dest: Path) -> None:
 
 def main(argv=None):
     p = CliParser(prog="python -m eval.weights", description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=("geneval", "preference", "hps-prompts", "list"))
+    p.add_argument("what", choices=("geneval", "geneval-convert", "preference", "hps-prompts", "list"))
     p.add_argument("--dest", type=Path, default=Path("weights"))
+    p.add_argument("--mmdet", type=Path, help="geneval-convert: the official mmdet checkpoint (.pth)")
+    p.add_argument("--out", type=Path, help=f"geneval-convert: output directory (default DEST/{LAYOUT['mask2former']})")
     args = p.parse_args(argv)
     if args.what == "list":
         for name, rel in LAYOUT.items():
             path = args.dest / rel
             print(f"{'ok     ' if path.exists() else 'missing'} {name:12s} {path}")
+        return
+    if args.what == "geneval-convert":
+        from .geneval.convert import convert_checkpoint
+
+        if args.mmdet is None:
+            raise UserError("geneval-convert needs --mmdet <official checkpoint .pth>")
+        out = convert_checkpoint(args.mmdet, args.out or args.dest / LAYOUT["mask2former"])
+        print(f"converted {args.mmdet} -> {out}")
         return
     fetch = {"geneval": download_geneval, "preference": download_preference, "hps-prompts": download_hps_prompts}[args.what]
     try:

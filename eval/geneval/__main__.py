@@ -75,6 +75,7 @@ def main(argv=None):
     p.add_argument("--color-arch", default=DEFAULT_ARCH)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--no-amp", action="store_true", help="transformers backend: fp32 on GPU too (the official code has no AMP)")
     p.add_argument("--threshold", type=float, default=J.THRESHOLD)
     p.add_argument("--counting-threshold", type=float, default=J.COUNTING_THRESHOLD)
     p.add_argument("--max-objects", type=int, default=J.MAX_OBJECTS)
@@ -90,8 +91,9 @@ def main(argv=None):
             raise UserError(f"backend {args.backend!r} needs --detector-weights, --object-names and --color-weights")
         names = [n.strip() for n in read_text(args.object_names).splitlines() if n.strip()]
         backend = get_backend(
-            args.backend, weights=args.detector_weights, object_names=names, device=args.device, batch_size=args.batch_size
-        )
+            args.backend, weights=args.detector_weights, object_names=names, device=args.device, batch_size=args.batch_size,
+            amp=not args.no_amp,
+        )  # fmt: skip
         colors = ColorClassifier(args.color_weights, args.color_arch, device=args.device)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     rows = score_folder(args.images, backend, opts, batch_size=max(args.batch_size, 1) * 8, colors=colors)

@@ -10,9 +10,14 @@ Two backends return the same thing, per-class `Detection`s with box, score and m
   box = the mask's extent (x2, y2 exclusive, as mmdet's mask2bbox).
 - `mmdet`: the official config and checkpoint through mmdet's own API, when installed.
 
-Images are resized like GenEval's mmdet test pipeline (shorter side 800, longer at most
-1333, normalised with ImageNet mean/std, padded to a multiple of 32), batched through a
-DataLoader; on GPU the network runs under autocast (AMP).
+Images go through GenEval's mmdet test pipeline exactly (the instance config,
+mask2former_r50_lsj_8x2_50e_coco.py, which the Swin-S config inherits): resized with OpenCV's
+bilinear resize on uint8 pixels as mmcv.imresize does (shorter side 800, longer at most
+1333), padded to a multiple of 32 with grey 128 *before* normalising with ImageNet mean/std
+(the instance config's `Pad(size_divisor=32, pad_val=128)` precedes `Normalize`). Images are
+batched by padded size, so a batch is padded exactly as mmdet pads a lone image (the network
+has no padding mask: extra padding would change its outputs). On GPU the network runs under
+autocast (AMP). benchmarks/geneval_mmdet/ checks all of this against mmdet itself.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ TEST_SCALE = (1333, 800)  # mmdet's test Resize(scale=(1333, 800), keep_ratio=Tr
 MEAN = (123.675, 116.28, 103.53)
 STD = (58.395, 57.12, 57.375)
 SIZE_DIVISOR = 32
+PAD_VALUE = 128  # the instance config's pad_cfg img=(128, 128, 128), in pixel values
 TOP_K = 100  # mmdet Mask2Former test_cfg max_per_image
 
 # COCO names as detectron2/HF configs spell them -> GenEval's object_names.txt
@@ -79,24 +85,47 @@ def resized_size(h: int, w: int, scale=TEST_SCALE) -> tuple[int, int]:
     return int(h * factor + 0.5), int(w * factor + 0.5)
 
 
+def resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """mmcv.imresize(img, (w, h), interpolation="bilinear"): OpenCV's INTER_LINEAR on uint8."""
+    try:
+        import cv2
+    except ImportError:
+        raise UserError("the Mask2Former backends need OpenCV (pip install opencv-python-headless), as mmcv does") from None
+    return cv2.resize(np.ascontiguousarray(img), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def padded_size(h: int, w: int) -> tuple[int, int]:
+    rh, rw = resized_size(h, w)
+    return math.ceil(rh / SIZE_DIVISOR) * SIZE_DIVISOR, math.ceil(rw / SIZE_DIVISOR) * SIZE_DIVISOR
+
+
 def preprocess(images: list[np.ndarray]) -> tuple[torch.Tensor, list[tuple[int, int]], list[tuple[int, int]]]:
-    """Resize, normalise and pad a batch: (B, 3, Hp, Wp), resized sizes, original sizes."""
-    tensors, resized, original = [], [], []
-    for img in images:
+    """Resize, pad and normalise a batch: (B, 3, Hp, Wp), resized sizes, original sizes.
+
+    Every image of a batch must have the same padded size (`detect` groups them so).
+    """
+    sizes = {padded_size(*img.shape[:2]) for img in images}
+    if len(sizes) != 1:
+        raise ValueError(f"preprocess: one padded size per batch, got {sorted(sizes)}")
+    hp, wp = sizes.pop()
+    batch = torch.full((len(images), hp, wp, 3), float(PAD_VALUE))
+    resized, original = [], []
+    for i, img in enumerate(images):
         h, w = img.shape[:2]
         rh, rw = resized_size(h, w)
-        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
-        x = F.interpolate(x, size=(rh, rw), mode="bilinear", align_corners=False)[0]
-        x = (x - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
-        tensors.append(x)
+        batch[i, :rh, :rw] = torch.from_numpy(resize(img, (rh, rw))).float()
         resized.append((rh, rw))
         original.append((h, w))
-    hp = max(math.ceil(t.shape[1] / SIZE_DIVISOR) * SIZE_DIVISOR for t in tensors)
-    wp = max(math.ceil(t.shape[2] / SIZE_DIVISOR) * SIZE_DIVISOR for t in tensors)
-    batch = torch.zeros(len(tensors), 3, hp, wp)
-    for i, t in enumerate(tensors):
-        batch[i, :, : t.shape[1], : t.shape[2]] = t
-    return batch, resized, original
+    batch = (batch - torch.tensor(MEAN)) / torch.tensor(STD)
+    return batch.permute(0, 3, 1, 2).contiguous(), resized, original
+
+
+def batches_by_size(images: list[np.ndarray], batch_size: int) -> list[list[int]]:
+    """Indices of `images` in batches of at most `batch_size`, one padded size per batch."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, img in enumerate(images):
+        groups.setdefault(padded_size(*img.shape[:2]), []).append(i)
+    return [idx[j : j + batch_size] for idx in groups.values() for j in range(0, len(idx), batch_size)]
 
 
 def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
@@ -162,15 +191,13 @@ class TransformersMask2Former:
 
     @torch.no_grad()
     def detect(self, images: list[np.ndarray]) -> list[dict[str, list[Detection]]]:
-        loader = torch.utils.data.DataLoader(images, batch_size=self.batch_size, collate_fn=preprocess)
-        out = []
-        for pixels, resized, original in loader:
+        out: list = [None] * len(images)
+        for idx in batches_by_size(images, self.batch_size):
+            pixels, resized, original = preprocess([images[i] for i in idx])
             with torch.autocast(self.device.type, enabled=self.amp):
-                res = self.model(pixel_values=pixels.to(self.device))
-            for i in range(pixels.shape[0]):
-                out.append(
-                    instances(res.class_queries_logits[i], res.masks_queries_logits[i], resized[i], original[i], self.labels)
-                )
+                res = self.model(pixel_values=pixels.to(self.device, self.model.dtype))  # float64 if converted so
+            for j, i in enumerate(idx):
+                out[i] = instances(res.class_queries_logits[j], res.masks_queries_logits[j], resized[j], original[j], self.labels)
         return out
 
     def describe(self) -> dict:
@@ -189,7 +216,11 @@ class MMDetMask2Former:
             from mmdet.apis import inference_detector, init_detector
         except ImportError:
             raise UserError("backend 'mmdet' needs mmdet (and mmcv) installed; use backend 'transformers' otherwise") from None
-        cfg = config or str(Path(mmdet.__file__).parent / ".." / self.CONFIG)
+        # a pip-installed mmdet keeps its configs in mmdet/.mim/, a source checkout beside the package
+        here = Path(mmdet.__file__).parent
+        cfg = config or str(next((p for p in (here / ".mim" / self.CONFIG, here.parent / self.CONFIG) if p.is_file()), ""))
+        if not cfg:
+            raise UserError(f"mmdet {mmdet.__version__} has no {self.CONFIG}; pass the config's path")
         if not Path(weights).is_file():
             raise UserError(f"{weights}: mmdet Mask2Former checkpoint not found")
         self.model = init_detector(cfg, weights, device=device)
