@@ -12,6 +12,7 @@ study-grid        every run's samples of the same prompts and seeds (PNG + PDF)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -56,10 +57,12 @@ def ablation_tables(run_files, geneval, preference, groups: dict) -> list[tables
             value = run[key] if key in ("method", "steps", "cfg_scale") else run.get("train", {}).get(key)
             if value is None and run["method"] != "teacher":  # the method's default
                 value = getattr(get_method(run["method"]).Config(), key, None)
-            r = rows[n]
-            r.values[key] = (value if isinstance(value, (int, float)) else str(value), float("nan"))
+            # a copy per group: a run in two groups (gdmd in all of them) carries only this group's key
+            r = dataclasses.replace(rows[n], values={**rows[n].values})
+            if key != "method":  # the method is a column already
+                r.values[key] = (value if isinstance(value, (int, float)) else str(value), float("nan"))
             group.append(r)
-        out.append(tables.build(group, title=title, extra=[key]))
+        out.append(tables.build(group, title=title, extra=[] if key == "method" else [key]))
     return out
 
 

@@ -173,8 +173,8 @@ def build(rows: list[Row], reference: list[Row] = (), title: str = "", extra: li
     """The table of measured rows plus reference rows; columns: GenEval, the empty-image
     rates, then every other metric in order of appearance."""
     seen: list[str] = []
-    for r in [*rows, *reference]:
-        seen += [c for c in r.values if c not in seen]
+    for r in [*rows, *reference]:  # the leading parameter columns (`extra`) are not metrics
+        seen += [c for c in r.values if c not in seen and c not in extra]
     ordered = [c for c in (*GENEVAL_COLUMNS, *EMPTY_COLUMNS) if c in seen] + [
         c for c in seen if c not in GENEVAL_COLUMNS and c not in EMPTY_COLUMNS
     ]

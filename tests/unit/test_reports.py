@@ -175,3 +175,24 @@ def test_figures_from_a_table_and_logs(tmp_path):
             colours.setdefault(line.get_label(), set()).add(line.get_color())
     assert set(colours) == {"gdmd (n=2)", "dmd_nft (n=1)"} and all(len(c) == 1 for c in colours.values()), colours
     assert colours["gdmd (n=2)"] != colours["dmd_nft (n=1)"]
+
+
+def test_ablation_tables_lead_with_the_changed_key(tmp_path):
+    """One table per group; the key's value (a string, a number, or the method's default
+    where the run leaves it out) is a leading column, never a metric column."""
+    from reports.__main__ import ablation_tables
+
+    rfiles, gfiles, pfiles = _study(
+        tmp_path, [("gdmd", "gdmd", 4, 1.0, [0.3, 0.4]), ("gdmd-fake", "gdmd", 4, 1.0, [0.5, 0.6]), ("gdmd-G8", "gdmd", 4, 1.0, [0.2])]
+    )
+    for f, train in zip(rfiles[1:], ({"group": "fake"}, {"targets": 8})):
+        run = json.loads(f.read_text())
+        f.write_text(json.dumps({**run, "train": train}))
+    groups = {"source": {"key": "group", "runs": ["gdmd", "gdmd-fake"]}, "size": {"key": "targets", "runs": ["gdmd", "gdmd-G8"]}}
+    made = ablation_tables(rfiles, gfiles, pfiles, groups)
+    assert [t.title for t in made] == ["source", "size"] and [t.extra for t in made] == [["group"], ["targets"]]
+    assert all(t.extra[0] not in t.columns for t in made)
+    md = to_markdown(made[0])
+    assert "| gdmd | t | gdmd |" in md and "| gdmd-fake | fake | gdmd |" in md
+    assert "| gdmd | 4 | gdmd |" in to_markdown(made[1]) and "| gdmd-G8 | 8 | gdmd |" in to_markdown(made[1])
+    assert "fake" in to_latex(made[0]) and "fake" in tables.to_html(made[0])
