@@ -32,7 +32,10 @@ def main(argv=None):
         g = [json.loads((args.results / "geneval" / run / f"seed{s}.summary.json").read_text()) for s in seeds]
         pr = [json.loads((args.results / "preference" / run / f"seed{s}.summary.json").read_text())["metrics"] for s in seeds]
         metrics = metrics or list(pr[0])
-        cells = [" / ".join(f"{x['overall']:.3f}" for x in g), " / ".join(f"{x['empty']['tags']['single_object']:.3f}" for x in g)]
+        cells = [
+            " / ".join(f"{x['overall']:.3f}" for x in g),
+            " / ".join(f"{x['empty']['tags']['single_object']:.3f}" for x in g),
+        ]
         cells += [" / ".join(f"{m[k]['mean']:.2f}" for m in pr) for k in metrics]
         lines.append(f"| {run} | " + " | ".join(cells) + " |")
     s = " / ".join(str(k) for k in seeds)

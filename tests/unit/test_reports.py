@@ -183,7 +183,8 @@ def test_ablation_tables_lead_with_the_changed_key(tmp_path):
     from reports.__main__ import ablation_tables
 
     rfiles, gfiles, pfiles = _study(
-        tmp_path, [("gdmd", "gdmd", 4, 1.0, [0.3, 0.4]), ("gdmd-fake", "gdmd", 4, 1.0, [0.5, 0.6]), ("gdmd-G8", "gdmd", 4, 1.0, [0.2])]
+        tmp_path,
+        [("gdmd", "gdmd", 4, 1.0, [0.3, 0.4]), ("gdmd-fake", "gdmd", 4, 1.0, [0.5, 0.6]), ("gdmd-G8", "gdmd", 4, 1.0, [0.2])],
     )
     for f, train in zip(rfiles[1:], ({"group": "fake"}, {"targets": 8})):
         run = json.loads(f.read_text())
