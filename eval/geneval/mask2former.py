@@ -3,7 +3,9 @@
 Two backends return the same thing, per-class `Detection`s with box, score and mask:
 
 - `transformers`: `Mask2FormerForUniversalSegmentation` loaded with `from_pretrained` from a
-  local directory (e.g. facebook/mask2former-swin-small-coco-instance). Post-processing
+  local directory: GenEval's own mmdet checkpoint converted by `eval.geneval.convert`
+  (`python -m eval.weights geneval` makes it; another training of the architecture, such as
+  facebook/mask2former-swin-small-coco-instance, loads too but is not GenEval). Post-processing
   follows mmdet's Mask2Former instance head, which GenEval's official evaluator runs:
   the top 100 (query, class) pairs by class probability; mask = sigmoid(mask logits) > 0.5
   at image resolution; score = class probability x mean mask probability inside the mask;
