@@ -22,11 +22,14 @@ from pathlib import Path
 STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]$")
 
 
-def job_seconds(bench: Path) -> dict[str, float]:
+def job_seconds(bench: Path, only: str = "", column: str = "s") -> dict[str, float]:
+    """Seconds (or another benchmark column, e.g. cpu_time) per job whose name matches `only`."""
     out = {}
     for f in sorted(bench.rglob("*.tsv")):
-        rows = list(csv.DictReader(f.open(), delimiter="\t"))
-        out[str(f.relative_to(bench).with_suffix(""))] = round(float(rows[0]["s"]), 2)
+        name = str(f.relative_to(bench).with_suffix(""))
+        if re.search(only, name):
+            rows = list(csv.DictReader(f.open(), delimiter="\t"))
+            out[name] = round(float(rows[0][column]), 2)
     return out
 
 
@@ -63,6 +66,9 @@ def main():
     p.add_argument("--wall-seconds", type=float, required=True, help="measured wall time of `make study`")
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--log", type=Path, help="the timed run's Snakemake log (default: the clone's newest)")
+    p.add_argument("--only", default="", help="regex: count only the jobs whose name matches (e.g. the ablation runs)")
+    p.add_argument("--command", default="git clone <repo> && cd <repo> && time make study   (GDMD_NUMERICS=pinned, 2 cores)")
     args = p.parse_args()
 
     import gdmd  # noqa: F401  (only for the JSON writer and provenance; no torch)
@@ -72,14 +78,17 @@ def main():
     logs = sorted((args.clone / ".snakemake" / "log").glob("*.snakemake.log"))
     if not bench.is_dir() or not logs:
         p.error(f"--clone {args.clone}: no {bench} or no .snakemake/log/*.snakemake.log (run `make study` there first)")
-    jobs = job_seconds(bench)
-    events, elapsed = timeline(logs[-1])
+    jobs = job_seconds(bench, args.only)
+    cpu = job_seconds(bench, args.only, "cpu_time")
+    events, elapsed = timeline(args.log or logs[-1])
     total = sum(jobs.values())
     result = {
-        "command": "git clone <repo> && cd <repo> && time make study   (GDMD_NUMERICS=pinned, 2 cores)",
-        "wall_seconds": {"make_study": args.wall_seconds, "snakemake": elapsed},
+        "command": args.command,
+        "only": args.only,
+        "wall_seconds": {"measured": args.wall_seconds, "snakemake": elapsed},
         "job_seconds": jobs,
         "job_seconds_total": round(total, 1),
+        "cpu_seconds_total": round(sum(cpu.values()), 1),
         "ideal_packing_seconds": round(total / args.cores, 1),
         "timeline": events,
         "timeline_source": "the Snakemake log of the timed run (start and finish of every job)",
@@ -88,7 +97,7 @@ def main():
     for name, s in sorted(jobs.items(), key=lambda kv: -kv[1])[:12]:
         print(f"{s:8.1f}  {name}")
     print(f"sum of jobs {total:.0f} s; ideal on {args.cores} cores {total / args.cores:.0f} s; Snakemake {elapsed:.0f} s; "
-          f"make study {args.wall_seconds:.0f} s")  # fmt: skip
+          f"measured {args.wall_seconds:.0f} s; CPU {sum(cpu.values()):.0f} s")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -42,34 +42,31 @@ SWIN_S = dict(embed_dim=96, depths=[2, 2, 18, 2], num_heads=[3, 6, 12, 24], wind
 DECODER_LAYERS = 9  # transformer_decoder.num_layers
 ENCODER_LAYERS = 6  # pixel_decoder.encoder.num_layers
 NUM_QUERIES = 100
-NUM_CLASSES = 80
 
 # checkpoint entries transformers does not store: Swin's relative position index (a
 # constant it recomputes from the window size; `convert` checks it equals that)
 UNUSED = (re.compile(r"backbone\.stages\.\d+\.blocks\.\d+\.attn\.w_msa\.relative_position_index"),)
 
 
-def hf_config(swin: dict | None = None, decoder_layers: int = DECODER_LAYERS, encoder_layers: int = ENCODER_LAYERS,
-              num_queries: int = NUM_QUERIES, names: list[str] | None = None):  # fmt: skip
+def hf_config():
     """The official model's architecture as a transformers `Mask2FormerConfig`."""
     from transformers import Mask2FormerConfig, SwinConfig
 
-    swin = {**SWIN_S, **(swin or {})}
-    names = names or [n.strip() for n in COCO_NAMES.read_text().splitlines() if n.strip()]
-    backbone = SwinConfig(**swin, qkv_bias=True, drop_path_rate=0.3, out_features=["stage1", "stage2", "stage3", "stage4"])
+    names = [n.strip() for n in COCO_NAMES.read_text().splitlines() if n.strip()]
+    backbone = SwinConfig(**SWIN_S, qkv_bias=True, drop_path_rate=0.3, out_features=["stage1", "stage2", "stage3", "stage4"])
     return Mask2FormerConfig(
         backbone_config=backbone,
         num_labels=len(names),
         id2label=dict(enumerate(names)),
         label2id={n: i for i, n in enumerate(names)},
-        num_queries=num_queries,
+        num_queries=NUM_QUERIES,
         feature_size=256,
         mask_feature_size=256,
         hidden_dim=256,
         encoder_feedforward_dim=1024,
         dim_feedforward=2048,
-        encoder_layers=encoder_layers,
-        decoder_layers=decoder_layers + 1,  # transformers builds decoder_layers - 1 layers
+        encoder_layers=ENCODER_LAYERS,
+        decoder_layers=DECODER_LAYERS + 1,  # transformers builds decoder_layers - 1 layers
         num_attention_heads=8,
         common_stride=4,
         feature_strides=[4, 8, 16, 32],
@@ -79,21 +76,13 @@ def hf_config(swin: dict | None = None, decoder_layers: int = DECODER_LAYERS, en
 
 def unfold_to_swin(w: torch.Tensor) -> torch.Tensor:
     """Patch-merging weight (or norm vector) from mmdet's unfold order to Swin's original order
-    (the inverse of mmdet's correct_unfold_reduction_order / correct_unfold_norm_order)."""
+    (the inverse of mmdet's correct_unfold_reduction_order / correct_unfold_norm_order;
+    tests/unit/test_geneval_convert.py checks it against nn.Unfold itself)."""
     vector = w.dim() == 1
     x = w[None] if vector else w
     out, cin = x.shape
     x = x.reshape(out, cin // 4, 4).transpose(1, 2)  # (out, 4 unfold positions, C)
     x = x[:, [0, 2, 1, 3], :].reshape(out, cin)  # unfold (0,0),(0,1),(1,0),(1,1) -> Swin's order
-    return x[0] if vector else x
-
-
-def swin_to_unfold(w: torch.Tensor) -> torch.Tensor:
-    """mmdet's correct_unfold_reduction_order (its ckpt_convert.py): the inverse of `unfold_to_swin`."""
-    vector = w.dim() == 1
-    x = w[None] if vector else w
-    out, cin = x.shape
-    x = x.reshape(out, 4, cin // 4)[:, [0, 2, 1, 3], :].transpose(1, 2).reshape(out, cin)
     return x[0] if vector else x
 
 
@@ -238,11 +227,11 @@ def load_mmdet_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def build_model(state: dict[str, torch.Tensor], config=None):
+def build_model(state: dict[str, torch.Tensor]):
     """The converted weights in a transformers model (strict: every parameter set)."""
     from transformers import Mask2FormerForUniversalSegmentation
 
-    model = Mask2FormerForUniversalSegmentation(config or hf_config()).eval()
+    model = Mask2FormerForUniversalSegmentation(hf_config()).eval()
     converted = convert(state, window=model.config.backbone_config.window_size)
     expected = model.state_dict()
     # the stem's final norm is never used by the backbone's outputs (transformers ignores it
