@@ -74,8 +74,8 @@ def _dmd_state(bb, teacher, seed: int = 0):
     method = get_method("dmd")
     cfg = cfglib.from_dict(method.Config, run.train, "train")
     torch.manual_seed(seed)
-    state = method.setup(cfg, run, bb, teacher, prompt_source(cfg.prompts, bb))
-    captions, _ = prompt_source(cfg.prompts, bb)(seed).batch(cfg.batch_size)
+    state = method.setup(cfg, run, bb, teacher, prompt_source(cfg, bb))
+    captions, _ = prompt_source(cfg, bb)(seed).batch(cfg.batch_size)
     return state, method, bb.encode_prompts(captions)
 
 
@@ -111,9 +111,10 @@ def _fingerprint() -> dict:
 
     bb, teacher = backbones.load("shapes", str(TEACHER), str(CLIP))
     state, method, _ = _dmd_state(bb, teacher)
+    from gdmd.methods.configs import DMDConfig
     from gdmd.train import prompt_source
 
-    prompts = prompt_source("shapes", bb)(0)
+    prompts = prompt_source(DMDConfig(), bb)(0)
     for it in range(20):
         captions, _ = prompts.batch(state.cfg.batch_size)
         cond = bb.encode_prompts(captions)

@@ -108,7 +108,7 @@ def main():
     cfg = cfglib.from_dict(method.Config, {**train, "iterations": evals[-1]}, "train")
     torch.manual_seed(args.seed)
     backbone, teacher = load(run.backbone, args.teacher or run.assets.teacher, run.assets.text_encoder)
-    source = prompt_source(cfg.prompts, backbone)
+    source = prompt_source(cfg, backbone)
     state = method.setup(cfg, run, backbone, teacher, source)
     prompts = source(args.seed)
     metas = evaluation_metadata(args.per_tag, seed=args.prompt_seed)

@@ -37,7 +37,7 @@ def time_run(study: dict, name: str, repeats: int, device: str) -> dict:
     cfg = cfglib.from_dict(method.Config, run.train, "train")
     torch.manual_seed(0)
     backbone, teacher = backbones.load(run.backbone, run.assets.teacher, run.assets.text_encoder, device=device)
-    source = prompt_source(cfg.prompts, backbone)
+    source = prompt_source(cfg, backbone)
     state = method.setup(cfg, run, backbone, teacher, source)
     prompts = source(0)
     late = getattr(cfg, "cold_start", 0) + 1  # an iteration past any cold start

@@ -1,7 +1,8 @@
 """Checkpoints: tensors in one safetensors file, everything else in one JSON file.
 
 A checkpoint is a directory `<name>/` with
-- `tensors.safetensors`: module weights (`<module>.<param>`), optimiser tensors
+- `tensors.safetensors`: module weights (`<module>.<param>`; of a LoRA'd network only its
+  adapters, since the frozen base is the teacher, gdmd.lora), optimiser tensors
   (`<opt>.state.<index>.<key>`) and RNG byte states (`rng.<name>`);
 - `state.json`: step, optimiser hyper-parameters and scalar state, numpy RNG states,
   resolved config, package versions and anything else the caller adds.
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from . import lora
 from .io import UserError, atomic_dir, provenance
 
 TENSORS = "tensors.safetensors"
@@ -48,6 +50,10 @@ def _unflatten_optimizer(name: str, meta: dict, tensors: dict) -> dict:
     for idx, sc in meta["scalars"].items():
         state.setdefault(int(idx), {}).update(sc)
     return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _module_state(m: torch.nn.Module) -> dict:
+    return lora.adapter_state_dict(m) if lora.is_lora(m) else m.state_dict()
 
 
 def rng_snapshot(numpy_rngs: dict[str, np.random.Generator] | None = None) -> tuple[dict, dict]:
@@ -82,7 +88,7 @@ def save(
     (name -> source path) are copied into it, inside the same atomic rename."""
     tensors: dict[str, torch.Tensor] = {}
     for name, m in modules.items():
-        for k, v in m.state_dict().items():
+        for k, v in _module_state(m).items():
             tensors[f"{name}.{k}"] = v.detach().contiguous().cpu()
     opt_meta = {name: _flatten_optimizer(name, o.state_dict(), tensors) for name, o in (optimizers or {}).items()}
     rng_t, rng_js = rng_snapshot(numpy_rngs)
@@ -111,7 +117,10 @@ def load(
     for name, m in modules.items():
         prefix = f"{name}."
         sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-        m.load_state_dict(sd)
+        if lora.is_lora(m):
+            lora.load_adapter_state_dict(m, sd, f"{path} ({name})")
+        else:
+            m.load_state_dict(sd)
     for name, o in (optimizers or {}).items():
         o.load_state_dict(_unflatten_optimizer(name, meta["optimizers"][name], tensors))
     if restore_rng:

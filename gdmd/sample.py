@@ -57,7 +57,9 @@ def main(argv=None):
 
     run = load_run(args.run_config)
     metas = read_metadata(args.metadata)
-    backbone, teacher = backbones.load(run.backbone, run.assets.teacher, run.assets.text_encoder, device=args.device)
+    backbone, teacher = backbones.load(
+        run.backbone, run.assets.teacher, run.assets.text_encoder, device=args.device, options=run.backbone_options
+    )
     n_noise = noises_per_image(run)
     if run.method == "teacher":
 

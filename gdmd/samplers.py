@@ -1,20 +1,21 @@
 """Samplers as pure functions: the model, condition and noise come in, images come out.
 
 `euler` integrates the flow-matching ODE dx/dt = v(x, t) from t = 1 (noise) to t = 0 with
-Euler steps on a uniform grid (Algorithm 2's Euler steps of Karras et al. 2022 with the
-rectified-flow schedule; the teacher's sampler, with classifier-free guidance).
+Euler steps on the backbone's grid (`sampling_times`: uniform, time-shifted for SD3 as
+diffusers' FlowMatchEulerDiscreteScheduler; the teacher's sampler, with classifier-free
+guidance).
 """
 
 from __future__ import annotations
 
 import torch
 
+from .backbones.flow import FlowBackbone
+
 
 def uniform_timesteps(steps: int) -> torch.Tensor:
-    """steps + 1 times from 1 to 0 (both included)."""
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    return torch.linspace(1.0, 0.0, steps + 1)
+    """steps + 1 times from 1 to 0 (both included): the unshifted grid."""
+    return FlowBackbone.sampling_times(FlowBackbone(), steps)
 
 
 @torch.no_grad()
@@ -23,7 +24,7 @@ def euler(backbone, model, cond, noise: torch.Tensor, steps: int, cfg_scale: flo
 
     noise (B, C, H, W) at t = 1; returns x at t = 0 in model space.
     """
-    ts = uniform_timesteps(steps).to(noise.device)
+    ts = backbone.sampling_times(steps).to(noise.device)
     x = noise
     for t, t_next in zip(ts[:-1], ts[1:]):
         tb = t.expand(x.shape[0])

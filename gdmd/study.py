@@ -36,6 +36,7 @@ class RunConfig:
     batch_size: int = 128  # sampling batch size
     train: dict = field(default_factory=dict)  # method hyper-parameters, checked by the method
     weights: dict = field(default_factory=dict)  # named weight paths of the study's scorers (rewards)
+    backbone_options: dict = field(default_factory=dict)  # the study's backbone_options (gdmd.backbones.OPTIONS)
 
     @property
     def nfe(self) -> int:
@@ -59,6 +60,8 @@ def run_settings(study: dict, run: str) -> dict:
         "batch_size": study.get("sampling", {}).get("batch_size", 128),
         "train": r.get("train", {}),
         "weights": dict(study.get("preference", {}).get("weights", {})),
+        # only where set, so a study without them writes the same settings file as before
+        **({"backbone_options": dict(study["backbone_options"])} if study.get("backbone_options") else {}),
     }
 
 

@@ -23,6 +23,7 @@ the last checkpoint (all finite) is kept.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import json
@@ -33,10 +34,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import backbones, checkpoint
+from . import backbones, checkpoint, distributed
 from . import config as cfglib
 from .io import CliParser, UserError, atomic_path, run_cli
 from .methods import Batch, get_method
@@ -46,17 +48,16 @@ METRICS = "metrics.csv"
 ATTEMPTS = "attempts.log"  # one line per start, resume, preemption save and final save
 
 
-# training prompt sources: name -> "module:class"; a source is `cls(seed, resolution)` with
-# `.rng` (checkpointed with the run) and `.batch(n, images=False) -> (captions, images)`
-PROMPT_SOURCES = {"shapes": "gdmd.shapes.prompts:ShapesPrompts"}
-
-
-def prompt_source(name: str, backbone):
-    """The training prompt source `name` at the backbone's resolution: `seed -> source`."""
+def prompt_source(cfg, backbone):
+    """The run's training prompt source (`cfg.prompts`, gdmd.methods.configs.PROMPT_SOURCES)
+    at the backbone's image resolution: `seed -> source` (see gdmd.prompts)."""
     import importlib
 
-    module, cls = PROMPT_SOURCES[name].split(":")
-    return functools.partial(getattr(importlib.import_module(module), cls), resolution=backbone.latent_shape()[-1])
+    from .methods.configs import PROMPT_SOURCES, source_options
+
+    module, cls = PROMPT_SOURCES[cfg.prompts].split(":")
+    resolution = getattr(backbone, "resolution", backbone.latent_shape()[-1])
+    return functools.partial(getattr(importlib.import_module(module), cls), resolution=resolution, **source_options(cfg))
 
 
 class MetricsLog:
@@ -121,6 +122,7 @@ def train(
     max_iterations: int | None = None,
     metrics_out: Path | None = None,
 ) -> None:
+    preempt = Preemption()  # first: a signal during set-up is kept, and saved on after one iteration
     run = load_run(run_config)
     method = get_method(run.method)
     try:
@@ -128,11 +130,15 @@ def train(
     except UserError as e:
         raise UserError(f"{run_config}: {e}") from None
 
-    torch.manual_seed(seed)
-    backbone, teacher = backbones.load(run.backbone, run.assets.teacher, run.assets.text_encoder, device=device)
-    source = prompt_source(cfg.prompts, backbone)
+    device = distributed.init() or device  # several processes: this one's GPU (gdmd.distributed)
+    main = distributed.is_main()
+    torch.manual_seed(seed)  # the same on every process: replicas start equal
+    backbone, teacher = backbones.load(
+        run.backbone, run.assets.teacher, run.assets.text_encoder, device=device, options=run.backbone_options
+    )
+    source = prompt_source(cfg, backbone)
     state = method.setup(cfg, run, backbone, teacher, source)
-    prompts = source(seed)
+    prompts = source(distributed.rank_seed(seed, 0))
     needs_real = getattr(state, "needs_real", False)
     repeats = getattr(state, "prompt_repeats", 1)  # rows per caption (a method's sample groups)
     numpy_rngs = {"prompts": prompts.rng}
@@ -143,6 +149,8 @@ def train(
     def note(message: str) -> None:
         """Print, and append to work/attempts.log: Snakemake replaces the rule's log on every
         attempt, the work directory keeps the history of starts, resumes and preemptions."""
+        if not main:
+            return
         print(message, flush=True)
         with open(work / ATTEMPTS, "a") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
@@ -157,42 +165,62 @@ def train(
         note(f"resuming {run.run} seed {seed} from iteration {start} ({latest})")
     else:
         note(f"starting {run.run} seed {seed} from iteration 0")
-    log = MetricsLog(work / METRICS, start)
+    if distributed.world_size() > 1:  # each process its own noise and prompts (see gdmd.distributed)
+        torch.manual_seed(distributed.rank_seed(seed, start))
+        prompts.rng.bit_generator.state = np.random.default_rng(distributed.rank_seed(seed, start)).bit_generator.state
+        note(f"data parallel over {distributed.world_size()} processes (batch {cfg.batch_size} each)")
+    log = MetricsLog(work / METRICS, start) if main else None
 
     def save(iteration: int):
-        checkpoint.save(latest, state.modules, state.optimizers, {"iteration": iteration, **ckpt_state}, numpy_rngs)
+        if main:
+            checkpoint.save(latest, state.modules, state.optimizers, {"iteration": iteration, **ckpt_state}, numpy_rngs)
+        distributed.barrier()
 
-    preempt = Preemption()
     end = cfg.iterations if max_iterations is None else min(cfg.iterations, max_iterations)
-    bar = tqdm(range(start, end), desc=f"train {run.run} seed {seed}", initial=start, total=cfg.iterations, mininterval=5)
+    bar = tqdm(range(start, end), desc=f"train {run.run} seed {seed}", initial=start, total=cfg.iterations, mininterval=5,
+               disable=not main)  # fmt: skip
     for it in bar:
         t0 = time.time()
         batch = draw_batch(prompts, backbone, it, cfg.batch_size, repeats, needs_real)
         row: dict = {"iteration": it}
-        for name in method.schedule(cfg, it):
-            row.update(method.steps[name](state, batch))
+        with autocast(cfg, backbone):
+            for name in method.schedule(cfg, it):
+                row.update(method.steps[name](state, batch))
         if not _finite(row):
             bad = ", ".join(f"{k}={v}" for k, v in row.items() if k != "iteration")
             kept = f"last good checkpoint {latest} (iteration {start_of(latest)})" if latest.exists() else "no checkpoint yet"
             raise UserError(f"non-finite values at iteration {it} ({bad}); training stopped, {kept}")
         row["sec"] = round(time.time() - t0, 4)
-        log.write(row)
+        if main:
+            log.write(row)
         bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k.endswith("loss")})
         done = it + 1
-        if done % cfg.checkpoint_every == 0 or preempt.signal is not None:
+        stop = distributed.any_flag(preempt.signal is not None)  # every process stops at the same iteration
+        if done % cfg.checkpoint_every == 0 or stop:
             save(done)
-        if preempt.signal is not None:
-            note(f"received signal {preempt.signal}: saved {latest} at iteration {done}, exiting")
-            sys.exit(128 + preempt.signal)
+        if stop:
+            signum = preempt.signal or signal.SIGUSR1
+            note(f"received signal {signum}: saved {latest} at iteration {done}, exiting")
+            sys.exit(128 + signum)
     if end < cfg.iterations:  # --max-iterations: stop early (tests, benchmarks), keep resumable
         save(end)
         return
-    final_state = {"iteration": cfg.iterations, **ckpt_state}
-    checkpoint.save(out, state.modules, state.optimizers, final_state, numpy_rngs, extra_files={METRICS: work / METRICS})
-    if metrics_out is not None:
-        with atomic_path(metrics_out, ".csv") as tmp:
-            shutil.copyfile(work / METRICS, tmp)
+    distributed.check_in_sync(state.modules)
+    if main:
+        final_state = {"iteration": cfg.iterations, **ckpt_state}
+        checkpoint.save(out, state.modules, state.optimizers, final_state, numpy_rngs, extra_files={METRICS: work / METRICS})
+        if metrics_out is not None:
+            with atomic_path(metrics_out, ".csv") as tmp:
+                shutil.copyfile(work / METRICS, tmp)
+    distributed.barrier()
     note(f"wrote {out}")
+
+
+def autocast(cfg, backbone):
+    """bf16 autocast around an iteration's steps (`mixed_precision: bf16`), else nothing."""
+    if getattr(cfg, "mixed_precision", "no") == "bf16":
+        return torch.autocast(backbone.device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def draw_batch(prompts, backbone, iteration: int, batch_size: int, repeats: int = 1, images: bool = False) -> Batch:
@@ -215,11 +243,19 @@ def _differences(a, b, prefix=""):
         yield prefix
 
 
-TRAINING_FIELDS = ("backbone", "assets", "method", "steps", "train", "weights")  # what a resumed run must share
+TRAINING_FIELDS = (
+    "backbone",
+    "backbone_options",
+    "assets",
+    "method",
+    "steps",
+    "train",
+    "weights",
+)  # what a resumed run must share
 
 
 def _training_fields(run: dict) -> dict:
-    return {k: run.get(k) for k in TRAINING_FIELDS}
+    return {k: run.get(k) or None for k in TRAINING_FIELDS}  # an empty section as an absent one
 
 
 def _check_same_run(latest: Path, run, seed: int, work: Path) -> None:

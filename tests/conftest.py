@@ -57,3 +57,12 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
     return subprocess.run(
         [sys.executable, "-m", *map(str, args)], cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3(tmp_path_factory):
+    """A tiny random-weight SD3 pipeline directory (gdmd.backbones.random_sd3: transformer, VAE,
+    two CLIP text encoders and a T5 with tokenizers built offline, saved with save_pretrained)."""
+    from gdmd.backbones.random_sd3 import TINY, save_random_pipeline
+
+    return save_random_pipeline(tmp_path_factory.mktemp("sd3") / "pipeline", **TINY)

@@ -1,8 +1,7 @@
 """Backbone adapter of the shapes world: pixel space, a tiny diffusers network, the shapes CLIP.
 
-Flow matching (rectified flow) throughout: x_t = (1 - t) x0 + t eps, v = eps - x0,
-x0 = x_t - t v, with t in [0, 1] (1 = pure noise). Images live in [-1, 1] pixel space, so
-`decode` is only the affine map to [0, 1].
+Flow matching as every backbone (gdmd.backbones.flow), with no time shift. Images live in
+[-1, 1] pixel space, so `decode` is only the affine map to [0, 1].
 
 The network is any diffusers model of a small lookup table (`ARCHS`): an SD3-architecture
 transformer (`SD3Transformer2DModel`) or a convolutional `UNet2DConditionModel`, both
@@ -14,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,9 +22,7 @@ from torch import nn
 from gdmd.io import UserError, atomic_dir, provenance
 from gdmd.shapes import clip as shapes_clip
 
-
-def _sd3_call(model, x, t, tokens, pooled):
-    return model(hidden_states=x, encoder_hidden_states=tokens, pooled_projections=pooled, timestep=t * 1000).sample
+from .flow import Cond, FlowBackbone, sd3_call
 
 
 def _unet_call(model, x, t, tokens, pooled):
@@ -35,7 +31,7 @@ def _unet_call(model, x, t, tokens, pooled):
 
 # arch name -> (diffusers class, forward call, sub-folder of the saved teacher)
 ARCHS = {
-    "sd3": (SD3Transformer2DModel, _sd3_call, "transformer"),
+    "sd3": (SD3Transformer2DModel, sd3_call, "transformer"),
     "unet": (UNet2DConditionModel, _unet_call, "unet"),
 }
 # arch name -> (sub-module whose activations are the network's features, "input" or "output"):
@@ -65,28 +61,8 @@ def file_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
-@dataclass
-class Cond:
-    """Prompt condition: CLIP token states (B, L, W) and pooled embedding (B, E)."""
-
-    tokens: torch.Tensor
-    pooled: torch.Tensor
-
-    def __len__(self):
-        return self.tokens.shape[0]
-
-    def cat(self, other: Cond) -> Cond:
-        return Cond(torch.cat([self.tokens, other.tokens]), torch.cat([self.pooled, other.pooled]))
-
-    def index(self, idx) -> Cond:
-        return Cond(self.tokens[idx], self.pooled[idx])
-
-    def repeat(self, n: int) -> Cond:
-        return Cond(self.tokens.repeat_interleave(n, 0), self.pooled.repeat_interleave(n, 0))
-
-
-class ShapesBackbone:
-    """The adapter surface shared with the SD3 backbone (see DESIGN.md, Backbones)."""
+class ShapesBackbone(FlowBackbone):
+    """The shapes world's adapter (the surface of DESIGN.md, Backbones; shared code in `FlowBackbone`)."""
 
     name = "shapes"
 
@@ -108,12 +84,6 @@ class ShapesBackbone:
         states, pooled = shapes_clip.text_states(self.clip, tokens)
         return Cond(states.to(self.dtype), pooled.to(self.dtype))
 
-    def empty_cond(self, n: int) -> Cond:
-        """The unconditional condition (empty prompt), as used for classifier-free guidance."""
-        if self._empty is None:
-            self._empty = self.encode_prompts([""])
-        return self._empty.repeat(n)
-
     # -- network ---------------------------------------------------------------------
     def build(self, model_cfg: dict) -> nn.Module:
         return build_network(self.arch, model_cfg).to(self.device, self.dtype)
@@ -127,46 +97,13 @@ class ShapesBackbone:
         return feature_width(model, self.arch)
 
     def velocity_and_features(self, model: nn.Module, x_t: torch.Tensor, t: torch.Tensor, cond: Cond):
-        """raw_velocity and the network's internal features (B, tokens, C) from the same call
-        (what DMD2's GAN classifier reads, Yin et al. NeurIPS 2024, Sec. 4.3)."""
-        name, where = FEATURES[self.arch]
-        seen = []
-
-        def hook(module, args, output):
-            seen.append(args[0] if where == "input" else output)
-
-        handle = model.get_submodule(name).register_forward_hook(hook)
-        try:
-            v = self.raw_velocity(model, x_t, t, cond)
-        finally:
-            handle.remove()
-        f = seen[0]
-        return v, (f.flatten(2).transpose(1, 2) if f.ndim == 4 else f)
-
-    def velocity(self, model: nn.Module, x_t: torch.Tensor, t: torch.Tensor, cond: Cond, cfg_scale: float = 1.0) -> torch.Tensor:
-        """Velocity with classifier-free guidance: v_u + w (v_c - v_u); w = 1 is plain conditional."""
-        if cfg_scale == 1.0:
-            return self.raw_velocity(model, x_t, t, cond)
-        n = x_t.shape[0]
-        both = self.raw_velocity(model, torch.cat([x_t, x_t]), torch.cat([t, t]), cond.cat(self.empty_cond(n)))
-        v_c, v_u = both[:n], both[n:]
-        return v_u + cfg_scale * (v_c - v_u)
-
-    @staticmethod
-    def x0_from_velocity(x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return x_t - t.view(-1, 1, 1, 1) * v
-
-    @staticmethod
-    def add_noise(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        t = t.view(-1, 1, 1, 1)
-        return (1 - t) * x0 + t * noise
+        """raw_velocity and the network's features (see `FlowBackbone`): the SD3 transformer's
+        last hidden tokens, the UNet's bottleneck."""
+        return super().velocity_and_features(model, x_t, t, cond, where=FEATURES[self.arch])
 
     # -- pixels ----------------------------------------------------------------------
     def latent_shape(self) -> tuple[int, int, int]:
         return (3, self.resolution, self.resolution)
-
-    def noise_like(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.randn((n, *self.latent_shape()), generator=generator).to(self.device, self.dtype)
 
     @staticmethod
     def encode_images(images: torch.Tensor) -> torch.Tensor:

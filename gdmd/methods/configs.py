@@ -13,8 +13,12 @@ from typing import Literal
 
 from gdmd.config import param
 
-# training prompt sources (gdmd.train.PROMPT_SOURCES names their classes)
-PROMPT_SOURCES = ("shapes",)
+# DMDR's LoRA targets (gdmd.lora.LORA_TARGETS, repeated here to keep this module torch-free)
+LORA_TARGETS = ("attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out",
+                "attn.to_k", "attn.to_out.0", "attn.to_q", "attn.to_v")  # fmt: skip
+
+# training prompt sources: name -> "module:class" (see gdmd.prompts), imported when a run trains
+PROMPT_SOURCES = {"shapes": "gdmd.shapes.prompts:ShapesPrompts", "captions": "gdmd.prompts:CaptionPrompts"}
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,9 @@ class DMDConfig:
     grad_clip: float = param(10.0, gt=0.0)
     ema_decay: float = param(0.0, ge=0.0, lt=1.0)  # generator EMA (DMD2 keeps one); 0: off
     checkpoint_every: int = param(100, ge=1)
-    prompts: str = "shapes"  # training prompt source (see gdmd.train.PROMPT_SOURCES)
+    prompts: str = "shapes"  # training prompt source (PROMPT_SOURCES)
+    captions: str | None = None  # prompts: captions - the caption file, one prompt a line
+    captions_sha256: str | None = None  # ... and its sha256 (required, and checked, when training starts)
     gan_generator_weight: float = param(0.0, ge=0.0)  # DMD2's GAN term (0: off)
     gan_critic_weight: float = param(0.0, ge=0.0)
     gan_t_max: float = param(0.0, ge=0.0, le=1.0)  # the classifier sees x at t ~ U[0, gan_t_max]
@@ -40,6 +46,15 @@ class DMDConfig:
     reg_weight: float = param(0.0, ge=0.0)  # DMD's regression loss on teacher ODE pairs (0: off)
     reg_pairs: int = param(256, ge=1)  # (noise, teacher image) pairs, made at set-up
     reg_steps: int = param(50, ge=1)  # the teacher's Euler steps per pair
+    # -- real models (gdmd.lora, gdmd.train): LoRA students, precision, memory ------------
+    generator_lora_rank: int = param(0, ge=0)  # 0: full-weight generator; > 0: a peft LoRA on the teacher
+    generator_lora_alpha: float = param(0.0, ge=0.0)  # 0: = rank (DMDR's generator: rank 64, alpha 128)
+    fake_lora_rank: int = param(0, ge=0)  # 0: full-weight fake score; > 0: a peft LoRA (DMDR: 32)
+    fake_lora_alpha: float = param(0.0, ge=0.0)  # 0: = rank (DMDR)
+    lora_targets: tuple[str, ...] = LORA_TARGETS  # DMDR's: both streams' attention projections
+    mixed_precision: Literal["no", "bf16"] = "no"  # bf16 autocast around every step (DMDR: bf16)
+    gradient_checkpointing: bool = False  # diffusers' activation checkpointing of generator and fake score
+    optimizer: Literal["adamw", "adamw8bit"] = "adamw"  # adamw8bit: bitsandbytes' (DMDR --use-8bit-adam)
 
     @property
     def gan(self) -> bool:
@@ -51,8 +66,16 @@ class DMDConfig:
         for i, b in enumerate(self.betas):
             if not 0.0 <= b < 1.0:
                 return f"betas[{i}]", f"must be in [0, 1), got {b}"
+        if not self.lora_targets:
+            return "lora_targets", "needs at least one module name"
         if self.prompts not in PROMPT_SOURCES:
             return "prompts", f"unknown prompt source {self.prompts!r}; known: {', '.join(PROMPT_SOURCES)}"
+        if self.prompts == "captions" and self.captions is None:
+            return "captions", "prompts: captions needs captions (a file, one prompt a line) and captions_sha256"
+        if self.captions_sha256 is not None and not (
+            len(self.captions_sha256) == 64 and set(self.captions_sha256.lower()) <= set("0123456789abcdef")
+        ):
+            return "captions_sha256", f"must be 64 hex digits, got {self.captions_sha256!r}"
         return None
 
 
@@ -122,7 +145,6 @@ class DMDRConfig(ReflConfig):
     dyn_steps: int = param(1000, ge=1)  # K_dyn, in iterations (DMDR: --dynamic-step 2000 generator updates)
     real_lora_scale: float = param(0.5, ge=0.0)  # DMDR --lora-scale-r: real score's LoRA scale at k = 0
     fake_lora_scale: float = param(2.0, gt=0.0)  # DMDR --lora-scale-f: the fake score's LoRA scale
-    fake_lora_rank: int = param(0, ge=0)  # 0: full-weight fake score; > 0: a peft LoRA on the teacher
     real_cfg_jitter: float = param(0.5, ge=0.0)  # real CFG ~ U(real_cfg_scale +- jitter)
     dynars_a: float = param(4.0, gt=0.0)  # DynaRS: tau ~ Beta(a, b) annealed to Beta(1, 1)
     dynars_b: float = param(1.5, gt=0.0)
@@ -169,3 +191,10 @@ class GDMDConfig(RewardedConfig):
 
 
 CONFIGS = {"dmd": DMDConfig, "dmd_nft": NFTConfig, "dmd_refl": ReflConfig, "dmdr": DMDRConfig, "gdmd": GDMDConfig}
+
+
+def source_options(cfg: DMDConfig) -> dict:
+    """Keyword arguments of the run's prompt source beyond (seed, resolution)."""
+    if cfg.prompts == "captions":
+        return {"path": cfg.captions, "sha256": cfg.captions_sha256}
+    return {}

@@ -50,6 +50,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from gdmd.distributed import average_gradients
+from gdmd.lora import with_lora
 from gdmd.losses import dmd_gradient, dmd_loss, flow_matching_loss, implicit_target, regression_loss
 from gdmd.samplers import euler
 
@@ -133,38 +135,68 @@ class DMDState:
         return {"opt_generator": self.opt_generator, "opt_fake": self.opt_fake}
 
 
-def generator_timesteps(k: int) -> torch.Tensor:
-    """K evenly spaced generator timesteps from 1 down: K = 4 -> [1.0, 0.75, 0.5, 0.25]."""
-    return torch.tensor([1.0 - i / k for i in range(k)])
-
-
 def trainable_copy(teacher: torch.nn.Module) -> torch.nn.Module:
-    """A full-weight trainable copy of the teacher (the default generator and fake score)."""
-    return copy.deepcopy(teacher).train().requires_grad_(True)
+    """A full-weight trainable copy of the teacher, in float32 (the shapes study's generator
+    and fake score; a bf16 teacher's copy then trains under `mixed_precision: bf16`)."""
+    return copy.deepcopy(teacher).float().train().requires_grad_(True)
 
 
-def setup(
-    cfg: DMDConfig, run, backbone, teacher, prompt_source=None, state_class=None, make_fake=trainable_copy, **fields
-) -> DMDState:
-    """Generator and fake score from the teacher; the GAN head, the regression pairs and the
-    generator EMA if on. `prompt_source(seed)` gives training captions (`.batch(n)`); the
-    pairs need it. Other methods pass their state class and its extra fields, and
-    `make_fake(teacher)` where their fake score is not a full copy (DMDR's LoRA)."""
+def make_generator(cfg: DMDConfig):
+    """`teacher -> generator`: a full copy, or the teacher with a LoRA (generator_lora_rank)."""
+    if cfg.generator_lora_rank > 0:
+        alpha = cfg.generator_lora_alpha or cfg.generator_lora_rank
+        return lambda teacher: with_lora(teacher, cfg.generator_lora_rank, alpha, cfg.lora_targets)
+    return trainable_copy
+
+
+def default_fake(cfg: DMDConfig):
+    """`teacher -> fake score`: a full copy, or the teacher with a LoRA (fake_lora_rank)."""
+    if cfg.fake_lora_rank > 0:
+        return lambda teacher: with_lora(teacher, cfg.fake_lora_rank, cfg.fake_lora_alpha or cfg.fake_lora_rank, cfg.lora_targets)
+    return trainable_copy
+
+
+def trainable(module: torch.nn.Module) -> list:
+    return [p for p in module.parameters() if p.requires_grad]
+
+
+def optimizer(cfg: DMDConfig, groups) -> torch.optim.Optimizer:
+    """AdamW, or bitsandbytes' 8-bit AdamW (`optimizer: adamw8bit`, imported only then)."""
+    kwargs = {"betas": cfg.betas, "weight_decay": cfg.weight_decay}
+    if cfg.optimizer == "adamw8bit":
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            from gdmd.io import UserError
+
+            raise UserError("train.optimizer: adamw8bit needs bitsandbytes (pip install bitsandbytes)") from None
+        return bnb.optim.AdamW8bit(groups, **kwargs)
+    return torch.optim.AdamW(groups, **kwargs)
+
+
+def setup(cfg: DMDConfig, run, backbone, teacher, prompt_source=None, state_class=None, make_fake=None, **fields) -> DMDState:
+    """Generator and fake score from the teacher (full copies or LoRAs); the GAN head, the
+    regression pairs and the generator EMA if on. `prompt_source(seed)` gives training
+    captions (`.batch(n)`); the pairs need it. Other methods pass their state class and its
+    extra fields, and `make_fake(teacher)` where their fake score differs (DMDR's LoRA scale)."""
     pairs = None
     if cfg.reg_weight > 0:
         if prompt_source is None:
             raise ValueError("the regression loss needs a prompt source for its teacher pairs")
         pairs = teacher_pairs(cfg, backbone, teacher.eval(), prompt_source)
-    generator = trainable_copy(teacher)
-    fake_score = make_fake(teacher)
+    generator = make_generator(cfg)(teacher)
+    fake_score = (make_fake or default_fake(cfg))(teacher)
+    if cfg.gradient_checkpointing:
+        for m in (generator, fake_score):
+            m.enable_gradient_checkpointing()
     head = None
-    critic_groups = [{"params": [p for p in fake_score.parameters() if p.requires_grad]}]
+    critic_groups = [{"params": trainable(fake_score), "lr": cfg.lr_fake}]
     if cfg.gan:
         head = DiscriminatorHead(backbone.feature_width(teacher)).to(backbone.device)
         critic_groups.append({"params": list(head.parameters()), "lr": cfg.lr_discriminator or cfg.lr_fake})
-    opt_g = torch.optim.AdamW(generator.parameters(), lr=cfg.lr_generator, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    opt_f = torch.optim.AdamW(critic_groups, lr=cfg.lr_fake, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    timesteps = generator_timesteps(run.steps)
+    opt_g = optimizer(cfg, [{"params": trainable(generator), "lr": cfg.lr_generator}])
+    opt_f = optimizer(cfg, critic_groups)
+    timesteps = backbone.generator_timesteps(run.steps)
     ema = copy.deepcopy(generator).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
     cls = state_class or DMDState
     return cls(cfg, backbone, teacher, generator, fake_score, opt_g, opt_f, timesteps, head, pairs, ema, **fields)
@@ -261,8 +293,12 @@ def dmd_term(state: DMDState, batch: Batch, tau=None, real_x0=None) -> Term:
 
 
 def _update(params, opt, loss, clip) -> float:
+    """One optimiser step on `loss`: backward, gradients averaged over data-parallel
+    processes (a no-op on one), clipped, stepped. Returns the norm before clipping."""
+    params = list(params)
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    average_gradients(params)
     gn = torch.nn.utils.clip_grad_norm_(params, clip)
     opt.step()
     return float(gn)
@@ -280,7 +316,7 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 def generator_update(state: DMDState, loss, metrics: dict) -> dict:
     """Step the generator on `loss` (clipped), then its EMA; return the metrics with the
     generator's gradient norm (before clipping)."""
-    gn = _update(state.generator.parameters(), state.opt_generator, loss, state.cfg.grad_clip)
+    gn = _update(trainable(state.generator), state.opt_generator, loss, state.cfg.grad_clip)
     if state.generator_ema is not None:
         ema_update(state.generator_ema, state.generator, state.cfg.ema_decay)
     return {**metrics, "grad_norm_generator": gn}
@@ -372,11 +408,16 @@ def load_generator(run, backbone, teacher, checkpoint_path):
 
     if checkpoint_path is None:
         raise UserError(f"run {run.run!r} ({run.method}) samples from a trained generator: pass --checkpoint")
-    generator = copy.deepcopy(teacher)
+    from gdmd import config as cfglib
+
+    from . import get_method
+
+    cfg = cfglib.from_dict(get_method(run.method).Config, run.train, "train")
+    generator = make_generator(cfg)(teacher)
     name = "generator_ema" if checkpoint.has_module(checkpoint_path, "generator_ema") else "generator"
     checkpoint.load_module_weights(checkpoint_path, name, generator)
     generator.eval().requires_grad_(False)
-    timesteps = generator_timesteps(run.steps)
+    timesteps = backbone.generator_timesteps(run.steps)
 
     @torch.no_grad()
     def sample(cond, noises):

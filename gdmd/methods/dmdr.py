@@ -26,21 +26,18 @@ Every schedule value is logged per iteration.
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 
 import torch
 from torch.func import functional_call
 
+from gdmd.lora import lora_layers, lora_scale, set_lora_scale
+
 from . import Batch, dmd, rl
 from .configs import DMDRConfig
 from .dmd_refl import reward_term
 
-__all__ = ["DMDRConfig", "setup", "STEPS", "schedule"]
-
-# DMDR's LoRA targets on the SD3 transformer (the attention projections of both streams)
-LORA_TARGETS = ["attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out",
-                "attn.to_k", "attn.to_out.0", "attn.to_q", "attn.to_v"]  # fmt: skip
+__all__ = ["DMDRConfig", "setup", "STEPS", "schedule", "lora_layers"]
 
 
 def cosine(cfg: DMDRConfig, k: int) -> float:
@@ -66,45 +63,15 @@ def in_cold_start(cfg: DMDRConfig, k: int) -> bool:
 # -- the fake score as a LoRA, and the real score between teacher and fake ----------------
 
 
-def lora_layers(model: torch.nn.Module) -> list:
-    from peft.tuners.lora import LoraLayer
-
-    return [m for m in model.modules() if isinstance(m, LoraLayer)]
-
-
-def set_lora_scale(model: torch.nn.Module, scale: float) -> None:
-    """Every LoRA layer's scaling = scale * alpha / r (peft's `set_scale`)."""
-    for layer in lora_layers(model):
-        for adapter in layer.scaling:
-            layer.set_scale(adapter, scale)
-
-
-@contextlib.contextmanager
-def lora_scale(model: torch.nn.Module, scale: float):
-    """The model with its LoRA layers at `scale` inside the block, as they were after it."""
-    layers = lora_layers(model)
-    saved = [dict(layer.scaling) for layer in layers]
-    set_lora_scale(model, scale)
-    try:
-        yield model
-    finally:
-        for layer, scaling in zip(layers, saved):
-            layer.scaling.update(scaling)
-
-
 def lora_fake_score(cfg: DMDRConfig):
     """`make_fake` for dmd.setup: the teacher (frozen) with a trainable peft LoRA on DMDR's
-    targets, rank = alpha = fake_lora_rank, Gaussian init (B = 0: starts as the teacher),
-    used at scale fake_lora_scale."""
-    from peft import LoraConfig
+    targets, rank fake_lora_rank, alpha fake_lora_alpha (DMDR: = rank), Gaussian init (B = 0:
+    starts as the teacher), used at scale fake_lora_scale."""
 
     def make(teacher):
-        fake = copy.deepcopy(teacher).requires_grad_(False)
-        lora = LoraConfig(r=cfg.fake_lora_rank, lora_alpha=cfg.fake_lora_rank, init_lora_weights="gaussian",
-                          target_modules=LORA_TARGETS)  # fmt: skip
-        fake.add_adapter(lora)
+        fake = dmd.default_fake(cfg)(teacher)
         set_lora_scale(fake, cfg.fake_lora_scale)
-        return fake.train()
+        return fake
 
     return make
 
@@ -157,8 +124,7 @@ def schedule_values(cfg: DMDRConfig, k: int) -> dict:
 
 
 def setup(cfg: DMDRConfig, run, backbone, teacher, prompt_source=None) -> rl.RewardedState:
-    make_fake = lora_fake_score(cfg) if cfg.fake_lora_rank > 0 else dmd.trainable_copy
-    return rl.setup(cfg, run, backbone, teacher, prompt_source, make_fake=make_fake)
+    return rl.setup(cfg, run, backbone, teacher, prompt_source, make_fake=lora_fake_score(cfg))
 
 
 def generator_step(state: rl.RewardedState, batch: Batch) -> dict:

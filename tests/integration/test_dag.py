@@ -61,6 +61,54 @@ def test_dry_run(workdir, config):
     assert "sample" in r.stdout and "table" in r.stdout
 
 
+def _job_counts(stdout: str) -> dict[str, int]:
+    table = stdout.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+@pytest.mark.parametrize("study", ["sd3m", "sd35m", "sd35l"])
+def test_real_studies_list_the_paper_matrix_on_the_slurm_profile(workdir, study):
+    """The SD3 studies parse (torch-free) and list the whole matrix with the cluster profile:
+    9 trained runs (dmd, dmd_nft, dmdr, gdmd, 5 ablations) and the teacher, 3 seeds each."""
+    r = snakemake(workdir, "-n", "--profile", ROOT / "profiles" / "slurm", "--configfile", f"config/{study}.yaml")
+    assert r.returncode == 0, r.stderr[-3000:]
+    counts = _job_counts(r.stdout)
+    assert counts["train"] == 9 * 3 and counts["run_config"] == 10
+    assert counts["sample"] == counts["geneval"] == counts["preference"] == 10 * 3
+    assert counts["table"] == counts["ablations"] == 1
+
+
+def test_slurm_profile_submits_training_with_gpu_time_memory_and_usr1(workdir):
+    """The sbatch call the SLURM executor plugin builds for a training job from the profile's
+    resources (as the dry run resolves them): GPU model and count, time, memory, and the USR1
+    warning the training loop saves on."""
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    target = "results/sd35m/train/gdmd/seed0/final"
+    r = snakemake(workdir, target, "-n", "--profile", ROOT / "profiles" / "slurm", "--configfile", "config/sd35m.yaml")
+    assert r.returncode == 0, r.stderr[-3000:]
+    line = next(x for x in r.stdout.split("rule train:")[1].splitlines() if x.strip().startswith("resources:"))
+    resources = dict(kv.split("=", 1) for kv in re.split(r", (?=\w+=)", line.split("resources:")[1].strip()))
+    assert resources["gpu"] == "1" and resources["gpu_model"] == "h100"
+    job = SimpleNamespace(
+        resources=SimpleNamespace(**resources, get=resources.get), threads=8, name="train", is_group=lambda: False
+    )
+    params = {"run_uuid": "u", "slurm_logfile": "log", "comment_str": "rule_train", "account": "-A acct", "partition": "-p gpu",
+              "workdir": ".", "attempt": 1}  # fmt: skip
+    call = get_submit_command(job, params) + " " + set_gres_string(job)
+    assert "--gpus=h100:1" in call and "-t 1440" in call and "--mem 96000" in call
+    assert resources["slurm_extra"] == "--signal=USR1@120"
+    assert "Shell command: python -m gdmd.train" in r.stdout
+    # granted 4 GPUs, the job trains data-parallel: one process per GPU through accelerate
+    r = snakemake(workdir, target, "-n", "--profile", ROOT / "profiles" / "slurm", "--configfile", "config/sd35m.yaml",
+                  "--set-resources", "train:gpu=4")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Shell command: accelerate launch --multi_gpu --num_processes 4 -m gdmd.train" in r.stdout
+
+
 def test_longest_training_is_scheduled_first(workdir):
     """Train jobs are prioritised by their estimated cost (GDMD's group of targets costs
     more per generator update), all below the teachers' sampling and the settings files."""
@@ -78,7 +126,7 @@ def test_longest_training_is_scheduled_first(workdir):
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"prompt": {"per_tag": 2}}, "config: unknown key 'prompt'; known: base, study, backbone, assets"),
+        ({"prompt": {"per_tag": 2}}, "config: unknown key 'prompt'; known: base, study, backbone, backbone_options, assets"),
         ({"prompts.per_tag": "many"}, "config: prompts.per_tag: 'many' is not of type 'integer'"),
         (
             {"runs.dmd.method": "dmd3"},

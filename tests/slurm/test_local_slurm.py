@@ -162,3 +162,23 @@ def test_preemption_resumes_training_and_changes_nothing(cluster, tmp_path):
     a = pd.read_csv(ref / "results" / "smoke" / "tables" / "main.csv")
     b = pd.read_csv(work / "results" / "smoke" / "tables" / "main.csv")
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_time_limit_warning_saves_and_the_retry_resumes(cluster, tmp_path):
+    """A training job submitted with a 2-minute limit and USR1 60 s before it (the profile's
+    slurm_extra with a shorter lead; SLURM sends it up to a minute early) gets the signal
+    through the executor, saves and exits; Snakemake resubmits it (retries) and it resumes
+    where it saved, until done. (That a resumed run is bit-identical to an uninterrupted one
+    is tested in tests/integration/test_train.py and by the preemption test above.)"""
+    iterations = 600  # about 2.5 minutes of training here: more than one attempt's minute or so
+    work = make_workdir(tmp_path / "w", iterations=iterations, checkpoint_every=10 * iterations)
+    r = snakemake(work, "results/smoke/train/dmd/seed0/final", "--profile", PROFILE, "--configfile", "config/smoke.yaml",
+                  "--retries", "8", "--set-resources", "train:runtime=2", "train:slurm_extra='--signal=USR1@60'",
+                  timeout=1500)  # fmt: skip
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    history = (work / "results" / "smoke" / "train" / "dmd" / "seed0" / "work" / "attempts.log").read_text()
+    saves = [int(x) for x in re.findall(r"received signal 10: saved .* at iteration (\d+), exiting", history)]
+    resumed = [int(x) for x in re.findall(r"resuming dmd seed 0 from iteration (\d+)", history)]
+    assert saves and resumed == saves, history  # every save on USR1 is where the next attempt resumed
+    assert _train_rows(work) == iterations
+    assert (work / "results" / "smoke" / "train" / "dmd" / "seed0" / "final" / "tensors.safetensors").is_file()

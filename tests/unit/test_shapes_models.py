@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from eval.preference import SCORERS, get_scorer
+from gdmd.backbones.flow import FlowBackbone
 from gdmd.backbones.shapes import ShapesBackbone, load_teacher
 from gdmd.io import UserError
 from gdmd.samplers import euler, uniform_timesteps
@@ -86,17 +87,33 @@ def test_cfg_velocity_combines_conditional_and_unconditional(tiny_assets):
     torch.testing.assert_close(backbone.x0_from_velocity(xt, t, eps - x0), x0, rtol=1e-5, atol=1e-5)
 
 
-def test_euler_is_exact_for_a_straight_flow():
-    """With the true velocity of a single data point (v = (x - x0) / t), Euler lands on x0."""
+@pytest.mark.parametrize("shift", [1.0, 3.0])
+def test_euler_is_exact_for_a_straight_flow(shift):
+    """With the true velocity of a single data point (v = (x - x0) / t), Euler lands on x0,
+    on the uniform grid and on SD3's time-shifted one."""
 
-    class Point:
+    class Point(FlowBackbone):
         def velocity(self, model, x, t, cond, cfg_scale):
             return (x - cond) / t.view(-1, 1, 1, 1)
 
+    point = Point()
+    point.shift = shift
     x0 = torch.randn(2, 3, 4, 4)
-    out = euler(Point(), None, x0, torch.randn(2, 3, 4, 4), steps=5)
+    out = euler(point, None, x0, torch.randn(2, 3, 4, 4), steps=5)
     torch.testing.assert_close(out, x0, rtol=1e-5, atol=1e-5)
     assert uniform_timesteps(4).tolist() == [1.0, 0.75, 0.5, 0.25, 0.0]
+
+
+def test_time_shift_matches_diffusers_scheduler():
+    """The shifted grids are diffusers' FlowMatchEulerDiscreteScheduler's sigmas (shift 3)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    point = FlowBackbone()
+    point.shift = 3.0
+    sched = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    sched.set_timesteps(sigmas=torch.linspace(1.0, 0.0, 11)[:-1].numpy())
+    torch.testing.assert_close(point.sampling_times(10), sched.sigmas.float(), rtol=0, atol=1e-6)
+    assert point.generator_timesteps(4).tolist() == pytest.approx([1.0, 0.9, 0.75, 0.5])
 
 
 def test_teacher_refuses_a_different_clip(tiny_assets, tmp_path):

@@ -116,6 +116,14 @@ def train_priority(wildcards):
     return cost / (cost + 1e5)
 
 
+def train_launcher(wildcards, resources):
+    """`python -m`, or with several GPUs `accelerate launch` of one process per GPU."""
+    gpus = int(resources.get("gpu", 1) or 1)
+    if gpus > 1:
+        return f"accelerate launch --multi_gpu --num_processes {gpus} -m"
+    return "python -m"
+
+
 def run_checkpoint(wildcards):
     """The trained generator a student run samples from (nothing for teacher runs)."""
     if is_trained(wildcards.run):
@@ -246,6 +254,8 @@ def teacher_stages():
     from gdmd.config import read_yaml
     from gdmd.io import UserError
 
+    if not PRETRAIN_CONFIG:  # a study without pretraining (the real ones)
+        return 1
     try:
         stages = read_yaml(PRETRAIN_CONFIG).get("teacher_finetune") or []
     except UserError:

@@ -3,7 +3,9 @@
 # profiles set their own threads. The final checkpoint is the output; the
 # work directory beside it (checkpoints every N iterations, metrics.csv) is not, so a
 # preempted or failed job resumes from it when rerun. The log is appended to, so it keeps
-# every attempt (and the iteration each one resumed from).
+# every attempt (and the iteration each one resumed from). A job granted several GPUs
+# (the profile's `gpu` resource) trains data-parallel, one process per GPU, through
+# `accelerate launch` (gdmd/distributed.py); with one, a plain process.
 
 
 rule train:
@@ -22,6 +24,8 @@ rule train:
     threads: 1
     resources:
         gpu=1,
+    params:
+        launch=train_launcher,
     shell:
-        "python -m gdmd.train --run-config {input.run} --seed {wildcards.seed}"
+        "{params.launch} gdmd.train --run-config {input.run} --seed {wildcards.seed}"
         " --out {output.final} --metrics-out {output.metrics} >> {log} 2>&1"

@@ -1,0 +1,240 @@
+"""The SD3 backbone, LoRA students, export, on a tiny random-weight SD3 pipeline (conftest's
+`tiny_sd3`, built from config dicts and saved; read back through the real loading code)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from gdmd import backbones, checkpoint
+from gdmd.io import UserError
+from gdmd.prompts import sha256_of
+from gdmd.study import run_settings
+
+OPTIONS = {"max_sequence_length": 16}
+PROMPTS = ["a photo of a red cube", "two blue balls", "a green cone left of a cat", "a photo of a dog"]
+COMMON = dict(iterations=3, batch_size=2, gen_every=1, lr_generator=1e-3, lr_fake=1e-3, real_cfg_scale=3.0,
+              generator_lora_rank=4, generator_lora_alpha=8, fake_lora_rank=4, prompts="captions", checkpoint_every=1)  # fmt: skip
+CLIP_REWARD = [{"metric": "shapes_clipscore", "weight": 1.0, "margin": 100.0}]
+RUNS = {
+    "dmd": {"method": "dmd", "steps": 2, "train": {"mixed_precision": "bf16", "gradient_checkpointing": True}},
+    "dmd_nft": {"method": "dmd_nft", "steps": 2, "train": {"samples_per_prompt": 2, "rewards": CLIP_REWARD}},
+    "dmd_refl": {"method": "dmd_refl", "steps": 2, "train": {"rewards": CLIP_REWARD}},
+    "dmdr": {"method": "dmdr", "steps": 2, "train": {"cold_start": 1, "dyn_steps": 2, "rewards": CLIP_REWARD}},
+    "gdmd": {"method": "gdmd", "steps": 2, "train": {"targets": 2, "rewards": CLIP_REWARD}},
+}
+
+
+@pytest.fixture()
+def study(tiny_sd3, tiny_assets, tmp_path):
+    captions = tmp_path / "captions.txt"
+    captions.write_text("\n".join(PROMPTS) + "\n")
+    extra = {"captions": str(captions), "captions_sha256": sha256_of(captions)}
+    runs = {k: {**v, "train": {**COMMON, **extra, **v["train"]}} for k, v in RUNS.items()}
+    return {
+        "study": "sd3tiny",
+        "backbone": "sd3",
+        "backbone_options": {**OPTIONS, "prompt_cache": str(tmp_path / "cache")},
+        "assets": {"teacher": str(tiny_sd3), "text_encoder": str(tiny_sd3)},
+        "preference": {"metrics": ["shapes_clipscore"], "weights": {"clip": str(tiny_assets / "clip")}},
+        "sampling": {"batch_size": 4},
+        "runs": {"teacher": {"method": "teacher", "steps": 4, "cfg_scale": 3.0}, **runs},
+    }
+
+
+def write_run(study, name, tmp_path):
+    path = tmp_path / "runs" / f"{name}.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(run_settings(study, name)))
+    return path
+
+
+def test_teacher_sampler_is_diffusers_pipeline(tiny_sd3):
+    """Prompt embeddings, the guided Euler sampler on the shifted grid and the decoded image
+    are those of diffusers' StableDiffusion3Pipeline itself."""
+    from diffusers import StableDiffusion3Pipeline
+
+    from gdmd.samplers import euler
+
+    bb, teacher = backbones.load("sd3", tiny_sd3, tiny_sd3, options=OPTIONS)
+    pipe = StableDiffusion3Pipeline.from_pretrained(tiny_sd3)
+    prompt = ["a photo of a red cube"]
+    tokens, _, pooled, _ = pipe.encode_prompt(prompt, None, None, do_classifier_free_guidance=False, max_sequence_length=16)
+    cond = bb.encode_prompts(prompt)  # under no_grad (other kernels): equal to float32 rounding
+    torch.testing.assert_close(cond.tokens, tokens, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(cond.pooled, pooled, rtol=1e-5, atol=1e-6)
+    noise = torch.randn(1, *bb.latent_shape(), generator=torch.Generator().manual_seed(0))
+    ref = pipe(
+        prompt, num_inference_steps=6, guidance_scale=3.0, latents=noise.clone(), output_type="latent", max_sequence_length=16
+    )
+    ours = euler(bb, teacher, cond, noise.clone(), 6, 3.0)
+    torch.testing.assert_close(ours, ref.images, rtol=1e-5, atol=1e-5)
+    vae = pipe.vae.config
+    image = pipe.image_processor.postprocess(
+        pipe.vae.decode(ours / vae.scaling_factor + vae.shift_factor).sample, output_type="pt"
+    )
+    torch.testing.assert_close(bb.decode(ours), image, rtol=1e-5, atol=1e-5)
+    assert bb.shift == 3.0 and bb.latent_shape() == (4, 16, 16) and bb.resolution == 32
+
+
+def test_decode_is_differentiable_and_encode_inverts_it(tiny_sd3):
+    bb, _ = backbones.load("sd3", tiny_sd3, tiny_sd3, options=OPTIONS)
+    z = torch.randn(2, *bb.latent_shape(), requires_grad=True)
+    bb.decode(z).sum().backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0
+    assert bb.encode_images(bb.decode(z.detach())).shape == z.shape
+
+
+def test_prompt_cache_serves_without_the_text_encoders(tiny_sd3, tmp_path, monkeypatch):
+    opts = {**OPTIONS, "prompt_cache": str(tmp_path / "cache")}
+    bb, _ = backbones.load("sd3", tiny_sd3, tiny_sd3, options=opts)
+    first = bb.encode_prompts(PROMPTS)
+    assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == len(PROMPTS)
+    again, _ = backbones.load("sd3", tiny_sd3, tiny_sd3, options=opts)
+    monkeypatch.setattr(again, "text_pipeline", lambda self: pytest.fail("text encoders loaded on a cached prompt"))
+    cached = again.encode_prompts(PROMPTS[::-1])
+    torch.testing.assert_close(cached.tokens, first.tokens.flip(0), rtol=0, atol=0)
+    # another T5 length is another fingerprint: another cache directory
+    other, _ = backbones.load("sd3", tiny_sd3, tiny_sd3, options={**opts, "max_sequence_length": 8})
+    assert other.encode_prompts(PROMPTS[:1]).tokens.shape[1] == 77 + 8
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+
+
+def test_bad_sd3_inputs_name_the_problem(tiny_sd3, tmp_path):
+    with pytest.raises(UserError, match="model_index.json"):
+        backbones.load("sd3", tmp_path, tmp_path)
+    with pytest.raises(UserError, match="backbone_options.prompt_cache: not an option of backbone 'shapes'"):
+        backbones.load("shapes", tmp_path, tmp_path, options={"prompt_cache": "x"})
+    with pytest.raises(UserError, match="backbone_options.resolution: must be a multiple of 4"):
+        backbones.load("sd3", tiny_sd3, tiny_sd3, options={"resolution": 30})
+
+
+@pytest.mark.parametrize("method", list(RUNS))
+def test_each_method_trains_lora_students_on_sd3(study, method, tmp_path):
+    """Two iterations of every method (LoRA generator and fake score, caption-file prompts)
+    through the real loading code; checkpoints hold the adapters only."""
+    from gdmd.train import train
+
+    out = tmp_path / "final"
+    train(write_run(study, method, tmp_path), 0, out, tmp_path / "work", max_iterations=None)
+    with open(tmp_path / "work" / "metrics.csv") as f:
+        assert len(f.readlines()) == 1 + COMMON["iterations"]
+    from safetensors import safe_open
+
+    with safe_open(out / checkpoint.TENSORS, "pt") as f:
+        weights = [k for k in f.keys() if k.startswith(("generator.", "fake_score."))]
+        assert weights and all("lora_" in k for k in weights)
+        b = [f.get_tensor(k) for k in weights if k.startswith("generator.") and "lora_B" in k]
+    assert any(t.abs().sum() > 0 for t in b)  # the generator's adapters moved off B = 0
+
+
+def test_resume_is_bit_identical_on_sd3(study, tmp_path):
+    from safetensors.torch import load_file
+
+    from gdmd.train import train
+
+    run = write_run(study, "dmdr", tmp_path)
+    train(run, 0, tmp_path / "a" / "final", tmp_path / "a" / "work")
+    train(run, 0, tmp_path / "b" / "final", tmp_path / "b" / "work", max_iterations=1)
+    train(run, 0, tmp_path / "b" / "final", tmp_path / "b" / "work")
+    a, b = load_file(tmp_path / "a" / "final" / checkpoint.TENSORS), load_file(tmp_path / "b" / "final" / checkpoint.TENSORS)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_sample_into_geneval_layout_and_export_for_diffusers(study, tiny_sd3, tmp_path):
+    """A trained student samples into GenEval's layout, and its export loads into diffusers'
+    StableDiffusion3Pipeline with `load_lora_weights` and samples the same images as ours."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
+
+    from gdmd import export, sample
+    from gdmd.methods.dmd import few_step, load_generator
+    from gdmd.study import load_run
+    from gdmd.train import train
+
+    run = write_run(study, "dmd_refl", tmp_path)
+    final = tmp_path / "final"
+    train(run, 0, final, tmp_path / "work")
+    metadata = tmp_path / "meta.jsonl"
+    metadata.write_text(
+        "".join(
+            json.dumps({"tag": "single_object", "include": [{"class": "dog", "count": 1}], "prompt": p}) + "\n"
+            for p in PROMPTS[:2]
+        )
+    )
+    sample.main(["--run-config", str(run), "--metadata", str(metadata), "--images-per-prompt", "2", "--checkpoint", str(final),
+                 "--out", str(tmp_path / "samples"), "--device", "cpu"])  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "samples" / "00001" / "samples").iterdir()) == ["0000.png", "0001.png"]
+
+    export.main(["--run-config", str(run), "--checkpoint", str(final), "--out", str(tmp_path / "export"), "--device", "cpu"])
+    settings = json.loads((tmp_path / "export" / "sampling.json").read_text())
+    pipe = StableDiffusion3Pipeline.from_pretrained(tiny_sd3)
+    pipe.load_lora_weights(tmp_path / "export")
+    pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(tmp_path / "export", subfolder="scheduler")
+    # the pipeline draws the start from `generator` and, in the scheduler's stochastic step,
+    # the re-noising from torch's global RNG
+    torch.manual_seed(5)
+    images = pipe(
+        PROMPTS[:1], generator=torch.Generator().manual_seed(3), output_type="latent", max_sequence_length=16, **settings
+    ).images
+
+    r = load_run(run)
+    bb, teacher = backbones.load("sd3", tiny_sd3, tiny_sd3, options=r.backbone_options)
+    generator, _ = load_generator(r, bb, teacher, final)
+    torch.manual_seed(5)
+    noises = [torch.randn(1, *bb.latent_shape(), generator=torch.Generator().manual_seed(3))]
+    noises += [torch.randn(1, *bb.latent_shape()) for _ in range(r.steps - 1)]
+    with torch.no_grad():
+        ours = few_step(bb, generator, bb.encode_prompts(PROMPTS[:1]), noises, bb.generator_timesteps(r.steps))
+        base = few_step(bb, teacher, bb.encode_prompts(PROMPTS[:1]), noises, bb.generator_timesteps(r.steps))
+    torch.testing.assert_close(images, ours, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(ours, base, atol=1e-4)  # the LoRA is in both, and it matters
+
+
+def test_weights_cli_downloads_the_pipeline_layout_and_explains_gating(tmp_path):
+    """`python -m gdmd.weights` asks the hub for the diffusers layout only, writes it under
+    dest/<model> atomically, and a gated model fails with what to do (no network here: the
+    hub call is replaced)."""
+    from huggingface_hub.errors import GatedRepoError
+
+    from gdmd import weights
+
+    calls = []
+
+    def fake_download(repo_id, local_dir, allow_patterns):
+        calls.append((repo_id, allow_patterns))
+        (Path(local_dir) / "transformer").mkdir(parents=True)
+        (Path(local_dir) / "model_index.json").write_text("{}")
+
+    out = weights.download("sd35m", tmp_path, fake_download)
+    assert out == tmp_path / "sd35m" and (out / "model_index.json").is_file()
+    assert calls[0][0] == "stabilityai/stable-diffusion-3.5-medium" and "text_encoder_3/*" in calls[0][1]
+
+    def gated(**kwargs):
+        Path(kwargs["local_dir"], "partial").write_text("x")
+        raise GatedRepoError.__new__(GatedRepoError)
+
+    with pytest.raises(
+        UserError, match="is gated: accept its licence at https://huggingface.co/stabilityai/stable-diffusion-3.5-large"
+    ):
+        weights.download("sd35l", tmp_path, gated)
+    assert not (tmp_path / "sd35l").exists()  # nothing half-written under the final name
+
+
+def test_caption_prompts_check_the_file(tmp_path):
+    from gdmd.prompts import CaptionPrompts
+
+    f = tmp_path / "c.txt"
+    f.write_text("a cat\n\n a dog \n")
+    src = CaptionPrompts(0, path=str(f), sha256=sha256_of(f))
+    assert set(src.batch(20)[0]) == {"a cat", "a dog"}
+    with pytest.raises(UserError, match="captions_sha256 is not set; if this is the intended file, set it to"):
+        CaptionPrompts(0, path=str(f))
+    with pytest.raises(UserError, match="sha256 is"):
+        CaptionPrompts(0, path=str(f), sha256="0" * 64)
+    with pytest.raises(UserError, match="caption file not found"):
+        CaptionPrompts(0, path=str(tmp_path / "none.txt"), sha256="0" * 64)
