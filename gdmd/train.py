@@ -136,6 +136,10 @@ def train(
     backbone, teacher = backbones.load(
         run.backbone, run.assets.teacher, run.assets.text_encoder, device=device, options=run.backbone_options
     )
+    if backbone.dtype != torch.float32 and cfg.mixed_precision != "bf16":
+        raise UserError(
+            f"{run_config}: train.mixed_precision: a {backbone.dtype} backbone (backbone_options.dtype) trains under bf16"
+        )
     source = prompt_source(cfg, backbone)
     state = method.setup(cfg, run, backbone, teacher, source)
     prompts = source(distributed.rank_seed(seed, 0))

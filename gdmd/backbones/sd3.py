@@ -139,6 +139,7 @@ class SD3Backbone(FlowBackbone):
         self.max_sequence_length = max_sequence_length
         self.cache = PromptCache(prompt_cache, encoders_fingerprint(self.text_root, max_sequence_length))
         self._text = None  # the text encoders, loaded on the first prompt the cache lacks
+        self._grids: dict[int, torch.Tensor] = {}  # sampling_times by step count
         self._empty: Cond | None = None
 
     # -- prompts ---------------------------------------------------------------------
@@ -181,9 +182,11 @@ class SD3Backbone(FlowBackbone):
         does (its grid ends at the scheduler's sigma_min, not at 1/steps)."""
         from diffusers import FlowMatchEulerDiscreteScheduler
 
-        scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(self.root, subfolder="scheduler", shift=self.shift)
-        scheduler.set_timesteps(steps)
-        return scheduler.sigmas.float()
+        if steps not in self._grids:
+            scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(self.root, subfolder="scheduler", shift=self.shift)
+            scheduler.set_timesteps(steps)
+            self._grids[steps] = scheduler.sigmas.float()
+        return self._grids[steps]
 
     # -- latents ---------------------------------------------------------------------
     def latent_shape(self) -> tuple[int, int, int]:

@@ -416,7 +416,8 @@ def load_generator(run, backbone, teacher, checkpoint_path):
     generator = make_generator(cfg)(teacher)
     name = "generator_ema" if checkpoint.has_module(checkpoint_path, "generator_ema") else "generator"
     checkpoint.load_module_weights(checkpoint_path, name, generator)
-    generator.eval().requires_grad_(False)
+    # sampled without autocast: in the backbone's dtype (a no-op for the float32 shapes study)
+    generator.to(dtype=backbone.dtype).eval().requires_grad_(False)
     timesteps = backbone.generator_timesteps(run.steps)
 
     @torch.no_grad()

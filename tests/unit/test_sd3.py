@@ -238,3 +238,54 @@ def test_caption_prompts_check_the_file(tmp_path):
         CaptionPrompts(0, path=str(f), sha256="0" * 64)
     with pytest.raises(UserError, match="caption file not found"):
         CaptionPrompts(0, path=str(tmp_path / "none.txt"), sha256="0" * 64)
+
+
+def test_bf16_backbone_trains_under_autocast_and_samples(study, tmp_path):
+    """Frozen networks in bf16 (backbone_options.dtype): training needs mixed_precision bf16
+    (a one-line error otherwise); a full-weight float32 generator trained so samples in bf16."""
+    from gdmd import sample
+    from gdmd.train import train
+
+    study["backbone_options"]["dtype"] = "bf16"
+    study["runs"]["dmd"]["train"] = {
+        **study["runs"]["dmd"]["train"],
+        "generator_lora_rank": 0,
+        "mixed_precision": "no",
+        "iterations": 1,
+    }
+    with pytest.raises(UserError, match="train.mixed_precision: a torch.bfloat16 backbone"):
+        train(write_run(study, "dmd", tmp_path), 0, tmp_path / "final", tmp_path / "work")
+    study["runs"]["dmd"]["train"]["mixed_precision"] = "bf16"
+    run = write_run(study, "dmd", tmp_path)
+    train(run, 0, tmp_path / "final", tmp_path / "work")
+    metadata = tmp_path / "meta.jsonl"
+    metadata.write_text(
+        json.dumps({"tag": "single_object", "include": [{"class": "dog", "count": 1}], "prompt": PROMPTS[3]}) + "\n"
+    )
+    sample.main(["--run-config", str(run), "--metadata", str(metadata), "--images-per-prompt", "1", "--checkpoint",
+                 str(tmp_path / "final"), "--out", str(tmp_path / "samples"), "--device", "cpu"])  # fmt: skip
+    assert (tmp_path / "samples" / "00000" / "samples" / "0000.png").is_file()
+
+
+def test_8bit_adam_only_when_asked(monkeypatch):
+    """`optimizer: adamw8bit` imports bitsandbytes then (a one-line error if it is missing);
+    the default never does."""
+    import builtins
+    import sys
+
+    from gdmd.methods.configs import DMDConfig
+    from gdmd.methods.dmd import optimizer
+
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    real_import = builtins.__import__
+
+    def no_bnb(name, *args, **kwargs):
+        if name == "bitsandbytes":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_bnb)
+    monkeypatch.delitem(sys.modules, "bitsandbytes", raising=False)
+    assert isinstance(optimizer(DMDConfig(), [{"params": params, "lr": 1e-3}]), torch.optim.AdamW)
+    with pytest.raises(UserError, match="adamw8bit needs bitsandbytes"):
+        optimizer(DMDConfig(optimizer="adamw8bit"), [{"params": params, "lr": 1e-3}])
