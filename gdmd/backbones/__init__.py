@@ -37,7 +37,7 @@ def load(name: str, teacher: str, text_encoder: str, device="cpu", dtype=None, o
     for key in options:
         if key not in OPTIONS[name]:
             raise UserError(
-                f"backbone_options.{key}: not an option of backbone {name!r} (known: dtype, {', '.join(OPTIONS[name])})"
+                f"backbone_options.{key}: not an option of backbone {name!r} (known: {', '.join(('dtype', *OPTIONS[name]))})"
             )
     module, fn = _LOADERS[name].split(":")
     return getattr(importlib.import_module(module), fn)(teacher, text_encoder, device=device, dtype=dtype, **options)

@@ -170,7 +170,7 @@ def test_time_limit_warning_saves_and_the_retry_resumes(cluster, tmp_path):
     through the executor, saves and exits; Snakemake resubmits it (retries) and it resumes
     where it saved, until done. (That a resumed run is bit-identical to an uninterrupted one
     is tested in tests/integration/test_train.py and by the preemption test above.)"""
-    iterations = 600  # about 2.5 minutes of training here: more than one attempt's minute or so
+    iterations = 450  # about 2 minutes of training here: more than one attempt (the signal comes ~45 s in)
     work = make_workdir(tmp_path / "w", iterations=iterations, checkpoint_every=10 * iterations)
     r = snakemake(work, "results/smoke/train/dmd/seed0/final", "--profile", PROFILE, "--configfile", "config/smoke.yaml",
                   "--retries", "8", "--set-resources", "train:runtime=2", "train:slurm_extra='--signal=USR1@60'",
