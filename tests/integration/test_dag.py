@@ -99,8 +99,10 @@ def test_slurm_profile_submits_training_with_gpu_time_memory_and_usr1(workdir):
     params = {"run_uuid": "u", "slurm_logfile": "log", "comment_str": "rule_train", "account": "-A acct", "partition": "-p gpu",
               "workdir": ".", "attempt": 1}  # fmt: skip
     call = get_submit_command(job, params) + " " + set_gres_string(job)
-    assert "--gpus=h100:1" in call and "-t 1440" in call and "--mem 96000" in call
-    assert resources["slurm_extra"] == "--signal=USR1@120"
+    assert "--gpus=h100:1" in call and "-t 1440" in call and "--mem 96000" in call and "--signal=USR1@120" in call
+    from snakemake_executor_plugin_slurm.validation import validate_slurm_extra
+
+    validate_slurm_extra(job)  # the plugin accepts the extra option (it refuses ones it manages itself)
     assert "Shell command: python -m gdmd.train" in r.stdout
     # granted 4 GPUs, the job trains data-parallel: one process per GPU through accelerate
     r = snakemake(workdir, target, "-n", "--profile", ROOT / "profiles" / "slurm", "--configfile", "config/sd35m.yaml",
