@@ -38,6 +38,8 @@ def is_lora(model: torch.nn.Module) -> bool:
 
 
 def lora_layers(model: torch.nn.Module) -> list:
+    if not is_lora(model):  # (peft is a cluster extra: the shapes study runs without it)
+        return []
     from peft.tuners.lora import LoraLayer
 
     return [m for m in model.modules() if isinstance(m, LoraLayer)]

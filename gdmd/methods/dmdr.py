@@ -70,7 +70,8 @@ def lora_fake_score(cfg: DMDRConfig):
 
     def make(teacher):
         fake = dmd.default_fake(cfg)(teacher)
-        set_lora_scale(fake, cfg.fake_lora_scale)
+        if cfg.fake_lora_rank > 0:
+            set_lora_scale(fake, cfg.fake_lora_scale)
         return fake
 
     return make

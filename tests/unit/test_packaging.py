@@ -1,6 +1,9 @@
 """pyproject.toml and environment.yml list the same packages with the same version bounds."""
 
+import json
+import os
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -75,3 +78,44 @@ def test_prompt_source_names_agree():
     for spec in table.values():
         module, cls = spec.split(":")
         assert hasattr(importlib.import_module(module), cls)
+
+
+def test_the_shapes_methods_run_without_the_cluster_extras(tmp_path, tiny_assets):
+    """`make study` installs no extras: peft, accelerate and transformers are absent there.
+    A venv that sees this environment's packages less those three (dist-info included, so
+    diffusers finds them absent too) trains every method of the shapes study."""
+    import sysconfig
+    import venv
+
+    hidden = ("peft", "accelerate", "transformers")
+    site = Path(sysconfig.get_paths()["purelib"])
+    filtered = tmp_path / "site"
+    filtered.mkdir()
+    for entry in site.iterdir():
+        if not any(entry.name.lower() == h or entry.name.lower().startswith((h + "-", h + "_")) for h in hidden):
+            (filtered / entry.name).symlink_to(entry)
+    venv.create(tmp_path / "venv", with_pip=False)
+    py = tmp_path / "venv" / "bin" / "python"
+    purelib = subprocess.run(
+        [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True
+    )
+    (Path(purelib.stdout.strip()) / "study.pth").write_text(f"import site; site.addsitedir({str(filtered)!r})\n")
+    rewards = [{"metric": "shapes_clipscore", "weight": 0.01, "margin": 70.0}]
+    train = {"iterations": 2, "batch_size": 4, "gen_every": 1, "checkpoint_every": 10}
+    extra = {"dmd": {}, "dmd_nft": {"samples_per_prompt": 2}, "dmd_refl": {}, "dmdr": {"cold_start": 1}, "gdmd": {"targets": 2}}
+    script = ["import importlib.util, json, sys", f"assert all(importlib.util.find_spec(m) is None for m in {hidden!r})",
+              "import gdmd", "from gdmd.train import train", "from pathlib import Path"]  # fmt: skip
+    for method, keys in extra.items():
+        settings = {"study": "t", "run": method, "backbone": "shapes", "method": method, "steps": 2,
+                    "assets": {"teacher": str(tiny_assets / "teacher"), "text_encoder": str(tiny_assets / "clip")},
+                    "train": {**train, **keys, **({"rewards": rewards} if method != "dmd" else {})},
+                    "weights": {"clip": str(tiny_assets / "clip")}}  # fmt: skip
+        (tmp_path / f"{method}.json").write_text(json.dumps(settings))
+        script.append(
+            f"train(Path({str(tmp_path / f'{method}.json')!r}), 0, Path({str(tmp_path / method / 'final')!r}), Path({str(tmp_path / method / 'work')!r}))"
+        )
+    r = subprocess.run(
+        [py, "-c", "\n".join(script)], capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": ""}
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert all((tmp_path / m / "final" / "tensors.safetensors").is_file() for m in extra)
