@@ -14,8 +14,7 @@ import copy
 
 import torch
 
-LORA_TARGETS = ("attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out",
-                "attn.to_k", "attn.to_out.0", "attn.to_q", "attn.to_v")  # fmt: skip
+from gdmd.methods.configs import LORA_TARGETS  # torch-free: the configs' default
 
 
 def with_lora(teacher: torch.nn.Module, rank: int, alpha: float, targets=LORA_TARGETS) -> torch.nn.Module:

@@ -15,7 +15,7 @@ from .backbones.flow import FlowBackbone
 
 def uniform_timesteps(steps: int) -> torch.Tensor:
     """steps + 1 times from 1 to 0 (both included): the unshifted grid."""
-    return FlowBackbone.sampling_times(FlowBackbone(), steps)
+    return FlowBackbone().sampling_times(steps)
 
 
 @torch.no_grad()

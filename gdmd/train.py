@@ -56,8 +56,8 @@ def prompt_source(cfg, backbone):
     from .methods.configs import PROMPT_SOURCES, source_options
 
     module, cls = PROMPT_SOURCES[cfg.prompts].split(":")
-    resolution = getattr(backbone, "resolution", backbone.latent_shape()[-1])
-    return functools.partial(getattr(importlib.import_module(module), cls), resolution=resolution, **source_options(cfg))
+    cls = getattr(importlib.import_module(module), cls)
+    return functools.partial(cls, resolution=backbone.resolution, **source_options(cfg))
 
 
 class MetricsLog:

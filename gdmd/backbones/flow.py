@@ -53,6 +53,7 @@ class FlowBackbone:
 
     name = "flow"
     shift: float = 1.0  # time shift of the teacher's sampler and the generator's timesteps
+    resolution: int  # image side in pixels
     device: torch.device
     dtype: torch.dtype
     _empty: Cond | None = None

@@ -32,7 +32,6 @@ from gdmd.io import UserError, atomic_path
 
 from .flow import Cond, FlowBackbone, sd3_call
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TEXT_PARTS = ("text_encoder", "text_encoder_2", "text_encoder_3", "tokenizer", "tokenizer_2", "tokenizer_3")
 PARTS = ("transformer", "vae", "scheduler", *TEXT_PARTS)
 

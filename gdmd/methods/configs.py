@@ -13,7 +13,8 @@ from typing import Literal
 
 from gdmd.config import param
 
-# DMDR's LoRA targets (gdmd.lora.LORA_TARGETS, repeated here to keep this module torch-free)
+# DMDR's LoRA targets (vvvvvjdy/dmdr at 3af9698, train_sd3_refl_deepspeed.py): both streams'
+# attention projections of every SD3 joint block; gdmd.lora uses them
 LORA_TARGETS = ("attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out",
                 "attn.to_k", "attn.to_out.0", "attn.to_q", "attn.to_v")  # fmt: skip
 
