@@ -17,6 +17,7 @@ uninterrupted one (one process is).
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -42,11 +43,20 @@ def init() -> str | None:
         return None
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # a process that exits with its group alive can abort in Gloo's threads ("terminate
+        # called without an active exception", exit -6) after its work is done
+        atexit.register(close)
     if torch.cuda.is_available():
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
         return f"cuda:{local}"
     return "cpu"
+
+
+def close() -> None:
+    """Leave the process group (registered at exit by `init`; a no-op when there is none)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def average_gradients(params) -> None:
