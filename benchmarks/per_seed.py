@@ -1,9 +1,11 @@
 """Each seed's GenEval overall, single-object empty rate and reward metrics, per run.
 
     python benchmarks/per_seed.py --results results/shapes-full --out benchmarks/results/study_shapes_full/per_seed.md
+    python benchmarks/per_seed.py --results results/dmd-regression --runs dmd-e97,dmd-reg16 --out ...
 
 Reads the study's score summaries (geneval/<run>/seed<k>.summary.json and
-preference/<run>/seed<k>.summary.json); runs in the order of tables/main.csv.
+preference/<run>/seed<k>.summary.json); runs in the order of tables/main.csv, or those
+named by --runs (for a study whose tables were not made).
 """
 
 from __future__ import annotations
@@ -16,27 +18,42 @@ from pathlib import Path
 from gdmd.io import UserError, atomic_write_text, run_cli
 
 
+def _read(path: Path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _seeds(values, fmt) -> str:
+    """One cell: each seed's value, `-` where that seed was not run."""
+    return " / ".join("-" if v is None else fmt(v) for v in values)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--results", type=Path, required=True, help="a finished study's results directory")
+    p.add_argument("--runs", help="comma-separated runs (default: those of the study's tables/main.csv)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     table = args.results / "tables" / "main.csv"
-    if not table.is_file():
-        raise UserError(f"{table}: not found (run the study first)")
-    runs = [row["run"] for row in csv.DictReader(table.open())]
+    if args.runs:
+        runs = args.runs.split(",")
+    elif table.is_file():
+        runs = [row["run"] for row in csv.DictReader(table.open())]
+    else:
+        raise UserError(f"{table}: not found (run the study first, or name the runs with --runs)")
     seeds = sorted({int(f.stem.split(".")[0][4:]) for f in (args.results / "geneval").glob("*/seed*.summary.json")})
     metrics = None
     lines = []
     for run in runs:
-        g = [json.loads((args.results / "geneval" / run / f"seed{s}.summary.json").read_text()) for s in seeds]
-        pr = [json.loads((args.results / "preference" / run / f"seed{s}.summary.json").read_text())["metrics"] for s in seeds]
-        metrics = metrics or list(pr[0])
+        g = [_read(args.results / "geneval" / run / f"seed{s}.summary.json") for s in seeds]
+        pr = [_read(args.results / "preference" / run / f"seed{s}.summary.json") for s in seeds]
+        if not any(g):
+            raise UserError(f"{args.results / 'geneval' / run}: no seed's summary (is {run!r} a run of the study?)")
+        metrics = metrics or list(next(p for p in pr if p)["metrics"])
         cells = [
-            " / ".join(f"{x['overall']:.3f}" for x in g),
-            " / ".join(f"{x['empty']['tags']['single_object']:.3f}" for x in g),
+            _seeds(g, lambda x: f"{x['overall']:.3f}"),
+            _seeds(g, lambda x: f"{x['empty']['tags']['single_object']:.3f}"),
         ]
-        cells += [" / ".join(f"{m[k]['mean']:.2f}" for m in pr) for k in metrics]
+        cells += [_seeds(pr, lambda x, k=k: f"{x['metrics'][k]['mean']:.2f}") for k in metrics]
         lines.append(f"| {run} | " + " | ".join(cells) + " |")
     s = " / ".join(str(k) for k in seeds)
     head = ["run", f"GenEval seed {s}", f"empty (single) seed {s}", *(f"{k} seed {s}" for k in metrics)]

@@ -6,8 +6,9 @@
 Builds each run exactly as `gdmd.train` does (teacher, generator and fake score from the
 committed assets, the run's batch and rewards), warms up, then times `repeats` calls of
 each step function on batches drawn as the loop draws them (DMDR past its cold start, so
-its reward term is timed). Writes mean / std / min seconds per step, each run's ratio to
-the first run's generator update, the machine and versions.
+its reward term is timed). Writes the set-up's seconds (the teacher copies, and DMD's
+regression pairs where a run has them), mean / std / min seconds per step, each run's ratio
+to the first run's generator update, the machine and versions.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ def time_run(study: dict, name: str, repeats: int, device: str) -> dict:
     torch.manual_seed(0)
     backbone, teacher = backbones.load(run.backbone, run.assets.teacher, run.assets.text_encoder, device=device)
     source = prompt_source(cfg, backbone)
+    t0 = time.perf_counter()
     state = method.setup(cfg, run, backbone, teacher, source)
+    setup_s = time.perf_counter() - t0  # copies of the teacher; DMD's regression pairs where on
     prompts = source(0)
     late = getattr(cfg, "cold_start", 0) + 1  # an iteration past any cold start
 
@@ -59,7 +62,8 @@ def time_run(study: dict, name: str, repeats: int, device: str) -> dict:
     for step in method.steps:
         secs = [timed(step) for _ in range(repeats)]
         out[step] = {"mean_s": statistics.mean(secs), "std_s": statistics.stdev(secs), "min_s": min(secs), "repeats": repeats}
-    return {"method": run.method, "batch_size": cfg.batch_size, "gen_every": cfg.gen_every, "seconds_per_update": out}
+    return {"method": run.method, "batch_size": cfg.batch_size, "gen_every": cfg.gen_every, "setup_s": setup_s,
+            "seconds_per_update": out}  # fmt: skip
 
 
 def main():
