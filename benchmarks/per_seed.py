@@ -1,7 +1,8 @@
 """Each seed's GenEval overall, single-object empty rate and reward metrics, per run.
 
     python benchmarks/per_seed.py --results results/shapes-full --out benchmarks/results/study_shapes_full/per_seed.md
-    python benchmarks/per_seed.py --results results/dmd-regression --runs dmd-e97,dmd-reg16 --out ...
+    python benchmarks/per_seed.py --results benchmarks/results/dmd_regression --runs dmd-e97,dmd-reg16,gdmd-reg16 \
+        --out benchmarks/results/dmd_regression/per_seed.md
 
 Reads the study's score summaries (geneval/<run>/seed<k>.summary.json and
 preference/<run>/seed<k>.summary.json); runs in the order of tables/main.csv, or those
