@@ -95,6 +95,7 @@ def main():
     p.add_argument("--per-tag", type=int, default=40)
     p.add_argument("--prompt-seed", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pairs", type=Path, help="regression pairs made by `python -m gdmd.pairs` for this run and seed")
     p.add_argument("--extra-emas", default="", help="also score EMAs of the generator at these decays (comma-separated)")
     p.add_argument("--out", type=Path, required=True, help="JSON results; the grid goes beside it (.png)")
     args = p.parse_args()
@@ -109,7 +110,7 @@ def main():
     torch.manual_seed(args.seed)
     backbone, teacher = load(run.backbone, args.teacher or run.assets.teacher, run.assets.text_encoder)
     source = prompt_source(cfg, backbone)
-    state = method.setup(cfg, run, backbone, teacher, source)
+    state = method.setup(cfg, run, backbone, teacher, source, pairs_file=args.pairs)
     prompts = source(args.seed)
     metas = evaluation_metadata(args.per_tag, seed=args.prompt_seed)
     scorers = {n: get_scorer(n, run.weights) for n in study["preference"]["metrics"]}
@@ -140,7 +141,7 @@ def main():
     save_grid(state, metas, args.out.with_suffix(".png"))
     gen_rows = [r for r in log if "grad_norm_generator" in r]
     tail = {k: float(np.mean([r[k] for r in gen_rows[-20:] if k in r])) for k in gen_rows[-1] if k != "iteration"}
-    settings = vars(args) | {"out": str(args.out), "train": train}
+    settings = vars(args) | {"out": str(args.out), "train": train, "pairs": args.pairs and str(args.pairs)}
     atomic_write_json(args.out, {"results": results, "last_generator_steps": tail, "settings": settings, **provenance()})
     print(json.dumps({k: round(v, 4) for k, v in tail.items()}))
 

@@ -7,8 +7,9 @@ Builds each run exactly as `gdmd.train` does (teacher, generator and fake score 
 committed assets, the run's batch and rewards), warms up, then times `repeats` calls of
 each step function on batches drawn as the loop draws them (DMDR past its cold start, so
 its reward term is timed). Writes the set-up's seconds (the teacher copies, and DMD's
-regression pairs where a run has them), mean / std / min seconds per step, each run's ratio
-to the first run's generator update, the machine and versions.
+regression pairs where a run has them, unless `--pairs` gives the seed's file as the study
+shares it), mean / std / min seconds per step, each run's ratio to the first run's generator
+update, the machine and versions.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from gdmd.study import RunConfig, resolve, run_settings
 from gdmd.train import draw_batch, prompt_source
 
 
-def time_run(study: dict, name: str, repeats: int, device: str) -> dict:
+def time_run(study: dict, name: str, repeats: int, device: str, pairs: Path | None = None) -> dict:
     run = cfglib.from_dict(RunConfig, run_settings(study, name))
     method = get_method(run.method)
     cfg = cfglib.from_dict(method.Config, run.train, "train")
@@ -40,8 +41,8 @@ def time_run(study: dict, name: str, repeats: int, device: str) -> dict:
     backbone, teacher = backbones.load(run.backbone, run.assets.teacher, run.assets.text_encoder, device=device)
     source = prompt_source(cfg, backbone)
     t0 = time.perf_counter()
-    state = method.setup(cfg, run, backbone, teacher, source)
-    setup_s = time.perf_counter() - t0  # copies of the teacher; DMD's regression pairs where on
+    state = method.setup(cfg, run, backbone, teacher, source, pairs_file=pairs)
+    setup_s = time.perf_counter() - t0  # copies of the teacher; DMD's regression pairs where on (unless --pairs)
     prompts = source(0)
     late = getattr(cfg, "cold_start", 0) + 1  # an iteration past any cold start
 
@@ -73,11 +74,12 @@ def main():
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/step_time.json"))
+    p.add_argument("--pairs", type=Path, help="seed 0's regression pairs (python -m gdmd.pairs), shared as in the study")
     args = p.parse_args()
 
     study = resolve(read_yaml(args.config))
     names = [n for n in args.runs.split(",") if n]
-    results = {n: time_run(study, n, args.repeats, args.device) for n in names}
+    results = {n: time_run(study, n, args.repeats, args.device, args.pairs) for n in names}
     base = results[names[0]]["seconds_per_update"]["generator"]["mean_s"]
     for r in results.values():
         r["generator_ratio_to_first"] = r["seconds_per_update"]["generator"]["mean_s"] / base

@@ -15,7 +15,9 @@ Files (the work directory defaults to `<out>/../work`, which is not a DAG output
   a restarted run resumes from it, bit for bit;
 - `<out>/`: the final checkpoint, with a copy of metrics.csv, written atomically at the end;
 - `--metrics-out FILE`: one more copy of metrics.csv (the DAG's training log, which the
-  reports read, so they can be rebuilt from logs without checkpoints).
+  reports read, so they can be rebuilt from logs without checkpoints);
+- `--pairs FILE`: the regression loss's teacher pairs, made by `python -m gdmd.pairs` for
+  this run and seed (without it a run with `reg_weight` > 0 makes them at set-up).
 
 A non-finite loss or gradient stops training with a one-line error naming the iteration;
 the last checkpoint (all finite) is kept.
@@ -113,25 +115,16 @@ def _finite(metrics: dict) -> bool:
     return all(math.isfinite(v) for v in metrics.values() if isinstance(v, float))
 
 
-def train(
-    run_config: Path,
-    seed: int,
-    out: Path,
-    work: Path,
-    device: str = "cpu",
-    max_iterations: int | None = None,
-    metrics_out: Path | None = None,
-) -> None:
-    preempt = Preemption()  # first: a signal during set-up is kept, and saved on after one iteration
+def load_training(run_config: Path, seed: int, device: str = "cpu"):
+    """A run's method, typed config, backbone, teacher and prompt source, with torch's RNG
+    seeded as a run's set-up starts: `(run, method, cfg, backbone, teacher, source)`.
+    `gdmd.pairs` starts the same way, so the pairs it makes are the run's own."""
     run = load_run(run_config)
     method = get_method(run.method)
     try:
         cfg = cfglib.from_dict(method.Config, run.train, "train")
     except UserError as e:
         raise UserError(f"{run_config}: {e}") from None
-
-    device = distributed.init() or device  # several processes: this one's GPU (gdmd.distributed)
-    main = distributed.is_main()
     torch.manual_seed(seed)  # the same on every process: replicas start equal
     backbone, teacher = backbones.load(
         run.backbone, run.assets.teacher, run.assets.text_encoder, device=device, options=run.backbone_options
@@ -140,8 +133,24 @@ def train(
         raise UserError(
             f"{run_config}: train.mixed_precision: a {backbone.dtype} backbone (backbone_options.dtype) trains under bf16"
         )
-    source = prompt_source(cfg, backbone)
-    state = method.setup(cfg, run, backbone, teacher, source)
+    return run, method, cfg, backbone, teacher, prompt_source(cfg, backbone)
+
+
+def train(
+    run_config: Path,
+    seed: int,
+    out: Path,
+    work: Path,
+    device: str = "cpu",
+    max_iterations: int | None = None,
+    metrics_out: Path | None = None,
+    pairs: Path | None = None,
+) -> None:
+    preempt = Preemption()  # first: a signal during set-up is kept, and saved on after one iteration
+    device = distributed.init() or device  # several processes: this one's GPU (gdmd.distributed)
+    main = distributed.is_main()
+    run, method, cfg, backbone, teacher, source = load_training(run_config, seed, device)
+    state = method.setup(cfg, run, backbone, teacher, source, pairs_file=pairs)
     prompts = source(distributed.rank_seed(seed, 0))
     needs_real = getattr(state, "needs_real", False)
     repeats = getattr(state, "prompt_repeats", 1)  # rows per caption (a method's sample groups)
@@ -286,9 +295,10 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--max-iterations", type=int, help="stop after this many iterations (keeps the run resumable)")
     p.add_argument("--metrics-out", type=Path, help="a copy of the training log (metrics.csv), written at the end")
+    p.add_argument("--pairs", type=Path, help="the regression loss's teacher pairs (python -m gdmd.pairs; default: made here)")
     args = p.parse_args(argv)
     work = args.work or args.out.parent / "work"
-    train(args.run_config, args.seed, args.out, work, args.device, args.max_iterations, args.metrics_out)
+    train(args.run_config, args.seed, args.out, work, args.device, args.max_iterations, args.metrics_out, args.pairs)
 
 
 if __name__ == "__main__":

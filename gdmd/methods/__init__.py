@@ -2,9 +2,10 @@
 
 A method is a `Method`: its config dataclass (the run's `train:` section, in
 `gdmd.methods.configs`), and a module `gdmd.methods.<module>` with
-- `setup(cfg, run, backbone, teacher, prompt_source) -> state`: the trainable modules and
-  optimisers from the teacher (`prompt_source(seed)` gives training captions for anything
-  made at set-up); the state names its `modules` and `optimizers` (what checkpoints hold)
+- `setup(cfg, run, backbone, teacher, prompt_source, pairs_file=None) -> state`: the
+  trainable modules and optimisers from the teacher (`prompt_source(seed)` gives training
+  captions for anything made at set-up; `pairs_file`: the regression loss's teacher pairs,
+  made beforehand by `gdmd.pairs`); the state names its `modules` and `optimizers` (what checkpoints hold)
   and may set `prompt_repeats` (each caption of a batch repeated that many times: a
   group of samples per prompt) and `needs_real` (real images with each batch);
 - `STEPS`: its step functions by name, each `step(state, batch) -> metrics` on a `Batch`;

@@ -39,12 +39,20 @@ With a multi-step generator it anchors the first step (from pure noise), the one
 sees z; DMD's one-step generator is that step alone. DMD measures it with LPIPS; we use the
 squared error in model space. The pairs are drawn from the run's seeded RNG, so a resumed
 run rebuilds the same pairs. `reg_weight` 0 (the default) is DMD2, which dropped it.
+The teacher's ODE solutions are the costly part (about two minutes for 256 pairs on a CPU
+core) and depend only on the seed, the teacher and the pair settings, not on the method: the
+study makes them once per seed (`python -m gdmd.pairs`, the DAG's `pairs` rule) and every
+student with the same settings loads them (`pairs_file`). A run still draws the captions and
+noises itself, so its random numbers flow as if it had made the pairs, and checks them
+against the file's: a run with or without the file is the same run, bit for bit.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -85,18 +93,78 @@ class RegressionPairs:
     images: torch.Tensor
 
 
+PAIRS_FORMAT = "gdmd-regression-pairs/1"
+
+
+def pairs_settings(cfg: DMDConfig, run) -> dict:
+    """What a run's teacher pairs depend on besides its seed (the captions and noises are
+    checked as drawn): the file records them and a run that loads it must match."""
+    return {
+        "backbone": run.backbone,
+        "backbone_options": dict(run.backbone_options or {}),
+        "teacher": str(run.assets.teacher),
+        "text_encoder": str(run.assets.text_encoder),
+        "reg_pairs": cfg.reg_pairs,
+        "reg_steps": cfg.reg_steps,
+        "real_cfg_scale": cfg.real_cfg_scale,
+    }
+
+
 @torch.no_grad()
-def teacher_pairs(cfg: DMDConfig, backbone, teacher, prompt_source, chunk: int = 256) -> RegressionPairs:
+def teacher_pairs(cfg: DMDConfig, backbone, teacher, prompt_source, chunk: int = 256, made=None) -> RegressionPairs:
     """`cfg.reg_pairs` captions from `prompt_source(seed)` (seed drawn from torch's RNG), a
-    noise each, and the teacher's guided Euler solution from it."""
+    noise each, and the teacher's guided Euler solution from it. `made`: a `(path, settings)`
+    of pairs saved by `save_pairs`, whose images are taken once the captions, noises and
+    settings are checked equal (random draws as if made here)."""
     seed = int(torch.randint(2**31 - 1, ()).item())
     captions, _ = prompt_source(seed).batch(cfg.reg_pairs)
     noise = backbone.noise_like(cfg.reg_pairs)
+    if made is not None:
+        return load_pairs(*made, list(captions), noise)
     images = []
     for i in tqdm(range(0, cfg.reg_pairs, chunk), desc="regression pairs (teacher ODE)", mininterval=5):
         cond = backbone.encode_prompts(captions[i : i + chunk])
         images.append(euler(backbone, teacher, cond, noise[i : i + chunk], cfg.reg_steps, cfg.real_cfg_scale))
     return RegressionPairs(list(captions), noise, torch.cat(images))
+
+
+def save_pairs(pairs: RegressionPairs, path: Path, settings: dict) -> None:
+    """The pairs as safetensors (noise, images) with captions and settings as metadata,
+    written to a temporary name and renamed."""
+    from safetensors.torch import save
+
+    from gdmd.io import atomic_path
+
+    meta = {"format": PAIRS_FORMAT, "captions": json.dumps(pairs.captions), "settings": json.dumps(settings)}
+    tensors = {"noise": pairs.noise.detach().cpu().contiguous(), "images": pairs.images.detach().cpu().contiguous()}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, ".safetensors") as tmp:
+        tmp.write_bytes(save(tensors, metadata=meta))  # into the temporary file, keeping its mode
+
+
+def load_pairs(path: Path, settings: dict, captions: list[str], noise: torch.Tensor) -> RegressionPairs:
+    """Pairs saved by `save_pairs`, if made for these settings, captions and noises (else a
+    one-line error naming the file and what differs)."""
+    from safetensors import SafetensorError, safe_open
+
+    from gdmd.io import UserError
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            saved = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iterator)
+    except (OSError, SafetensorError) as e:
+        raise UserError(f"{path}: cannot read the regression pairs ({e})") from None
+    if meta.get("format") != PAIRS_FORMAT or set(saved) != {"noise", "images"}:
+        raise UserError(f"{path}: not a regression-pairs file (python -m gdmd.pairs writes them)")
+    was = json.loads(meta["settings"])
+    for key in sorted(set(was) | set(settings)):
+        if was.get(key) != settings.get(key):
+            raise UserError(f"{path}: made with {key} {was.get(key)!r}, this run has {settings.get(key)!r}; remake it")
+    if json.loads(meta["captions"]) != captions or not torch.equal(saved["noise"], noise.cpu()):
+        raise UserError(f"{path}: made for another seed or prompt source (its captions or noises differ); remake it")
+    return RegressionPairs(captions, noise, saved["images"].to(noise.device, noise.dtype))
 
 
 @dataclass
@@ -174,16 +242,20 @@ def optimizer(cfg: DMDConfig, groups) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, **kwargs)
 
 
-def setup(cfg: DMDConfig, run, backbone, teacher, prompt_source=None, state_class=None, make_fake=None, **fields) -> DMDState:
+def setup(
+    cfg: DMDConfig, run, backbone, teacher, prompt_source=None, state_class=None, make_fake=None, pairs_file=None, **fields
+) -> DMDState:
     """Generator and fake score from the teacher (full copies or LoRAs); the GAN head, the
     regression pairs and the generator EMA if on. `prompt_source(seed)` gives training
-    captions (`.batch(n)`); the pairs need it. Other methods pass their state class and its
-    extra fields, and `make_fake(teacher)` where their fake score differs (DMDR's LoRA scale)."""
+    captions (`.batch(n)`); the pairs need it (`pairs_file`: pairs made by `gdmd.pairs` for
+    this run's seed, else made here). Other methods pass their state class and its extra
+    fields, and `make_fake(teacher)` where their fake score differs (DMDR's LoRA scale)."""
     pairs = None
     if cfg.reg_weight > 0:
         if prompt_source is None:
             raise ValueError("the regression loss needs a prompt source for its teacher pairs")
-        pairs = teacher_pairs(cfg, backbone, teacher.eval(), prompt_source)
+        made = None if pairs_file is None else (pairs_file, pairs_settings(cfg, run))
+        pairs = teacher_pairs(cfg, backbone, teacher.eval(), prompt_source, made=made)
     generator = make_generator(cfg)(teacher)
     fake_score = (make_fake or default_fake(cfg))(teacher)
     if cfg.gradient_checkpointing:

@@ -32,8 +32,8 @@ from .configs import NFTConfig
 __all__ = ["NFTConfig", "setup", "STEPS", "schedule"]
 
 
-def setup(cfg: NFTConfig, run, backbone, teacher, prompt_source=None) -> rl.RewardedState:
-    return rl.setup(cfg, run, backbone, teacher, prompt_source, prompt_repeats=cfg.samples_per_prompt)
+def setup(cfg: NFTConfig, run, backbone, teacher, prompt_source=None, pairs_file=None) -> rl.RewardedState:
+    return rl.setup(cfg, run, backbone, teacher, prompt_source, pairs_file=pairs_file, prompt_repeats=cfg.samples_per_prompt)
 
 
 def raw_samples(state: dmd.DMDState, cond) -> torch.Tensor:

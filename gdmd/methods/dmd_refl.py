@@ -17,8 +17,8 @@ from .rl import RewardedState
 __all__ = ["ReflConfig", "setup", "STEPS", "schedule", "reward_term"]
 
 
-def setup(cfg: ReflConfig, run, backbone, teacher, prompt_source=None) -> RewardedState:
-    return rl.setup(cfg, run, backbone, teacher, prompt_source)
+def setup(cfg: ReflConfig, run, backbone, teacher, prompt_source=None, pairs_file=None) -> RewardedState:
+    return rl.setup(cfg, run, backbone, teacher, prompt_source, pairs_file=pairs_file)
 
 
 def reward_term(state: RewardedState, x, batch: Batch):

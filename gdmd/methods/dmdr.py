@@ -124,8 +124,8 @@ def schedule_values(cfg: DMDRConfig, k: int) -> dict:
 # -- steps -------------------------------------------------------------------------------
 
 
-def setup(cfg: DMDRConfig, run, backbone, teacher, prompt_source=None) -> rl.RewardedState:
-    return rl.setup(cfg, run, backbone, teacher, prompt_source, make_fake=lora_fake_score(cfg))
+def setup(cfg: DMDRConfig, run, backbone, teacher, prompt_source=None, pairs_file=None) -> rl.RewardedState:
+    return rl.setup(cfg, run, backbone, teacher, prompt_source, pairs_file=pairs_file, make_fake=lora_fake_score(cfg))
 
 
 def generator_step(state: rl.RewardedState, batch: Batch) -> dict:

@@ -62,11 +62,11 @@ class GDMDState(rl.RewardedState):
         return mods
 
 
-def setup(cfg: GDMDConfig, run, backbone, teacher, prompt_source=None) -> GDMDState:
+def setup(cfg: GDMDConfig, run, backbone, teacher, prompt_source=None, pairs_file=None) -> GDMDState:
     snapshots = None
     if cfg.group in ("fake", "both"):  # the fake score starts as the teacher, so do its EMAs
         snapshots = torch.nn.ModuleList(copy.deepcopy(teacher).eval().requires_grad_(False) for _ in cfg.fake_ema_decays)
-    return rl.setup(cfg, run, backbone, teacher, prompt_source, GDMDState, fake_snapshots=snapshots)
+    return rl.setup(cfg, run, backbone, teacher, prompt_source, GDMDState, pairs_file=pairs_file, fake_snapshots=snapshots)
 
 
 @dataclass

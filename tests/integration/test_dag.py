@@ -220,6 +220,13 @@ def test_smoke_study_end_to_end(smoke):
     for run in ("dmd_nft", "dmd_refl", "dmdr", "gdmd"):
         logged = pd.read_csv(res / "metrics" / run / "seed0.csv")
         assert any(c.startswith("reward") for c in logged.columns), run
+    # dmd and gdmd train with the regression loss on one pairs file per seed, made once
+    assert sorted(p.relative_to(res).as_posix() for p in (res / "pairs").rglob("*.safetensors")) == [
+        "pairs/dmd/seed0.safetensors",
+        "pairs/dmd/seed1.safetensors",
+    ]
+    for run in ("dmd", "gdmd"):
+        assert pd.read_csv(res / "metrics" / run / "seed1.csv")["reg_loss"].notna().any(), run
     summary = json.loads((res / "geneval" / "dmd" / "seed0.summary.json").read_text())
     assert summary["images"] == 24 and summary["backend"] == "shapes" and 0 <= summary["empty"]["overall"] <= 1
     # a second run has nothing to do

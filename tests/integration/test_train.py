@@ -184,11 +184,30 @@ def test_gan_run_gets_real_images_and_resumes_exactly(tiny_assets, tmp_path):
 
 def test_regression_run_rebuilds_its_pairs_and_resumes_exactly(tiny_assets, tmp_path):
     """With DMD's regression loss on, the teacher pairs come from the run's seed: a
-    stop/resume (which rebuilds them at set-up) ends bit-identical to a straight run."""
+    stop/resume (which rebuilds them at set-up) ends bit-identical to a straight run, and so
+    does a run that reads them from the file `gdmd.pairs` made (the DAG's shared pairs)."""
     train = {**TRAIN, "iterations": 6, "reg_weight": 0.5, "reg_pairs": 6, "reg_steps": 3}
-    rows = _rows(_straight_and_resumed(tmp_path, tiny_assets, train) / "metrics.csv")
+    straight = _straight_and_resumed(tmp_path, tiny_assets, train)
+    rows = _rows(straight / "metrics.csv")
     assert all(float(r["reg_loss"]) > 0 for r in rows if r["reg_loss"])
     assert sum(bool(r["reg_loss"]) for r in rows) == 3  # generator steps at 0, 2, 4
+
+    run, pairs = tmp_path / "dmd.json", tmp_path / "pairs" / "seed0.safetensors"
+    r = run_cli("gdmd.pairs", "--run-config", run, "--seed", 0, "--out", pairs)
+    assert r.returncode == 0 and pairs.is_file(), r.stderr[-3000:]
+    shared = tmp_path / "c" / "final"
+    r = run_cli("gdmd.train", "--run-config", run, "--seed", 0, "--out", shared, "--pairs", pairs)
+    assert r.returncode == 0 and "regression pairs (teacher ODE)" not in r.stderr, r.stderr[-3000:]
+    _assert_identical(straight, shared)
+    # the seed-0 pairs refused by a seed-1 run, in one line naming the file
+    r = run_cli("gdmd.train", "--run-config", run, "--seed", 1, "--out", tmp_path / "d" / "final", "--pairs", pairs)
+    assert r.returncode == 2 and f"{pairs}: made for another seed" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_pairs_of_a_run_without_regression_are_refused(tiny_assets, tmp_path):
+    run = _settings(tmp_path, tiny_assets)
+    r = run_cli("gdmd.pairs", "--run-config", run, "--seed", 0, "--out", tmp_path / "p.safetensors")
+    assert r.returncode == 2 and "train.reg_weight is 0" in r.stderr and not (tmp_path / "p.safetensors").exists()
 
 
 RL_RUNS = {

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from gdmd.backbones.shapes import load_teacher
+from gdmd.io import UserError
 from gdmd.methods import Batch, dmd
 from gdmd.samplers import euler
 from gdmd.shapes.prompts import ShapesPrompts
@@ -12,12 +13,12 @@ from gdmd.study import Assets, RunConfig
 __all__ = ["batch", "snapshot", "same"]
 
 
-def _setup(assets, **overrides):
+def _setup(assets, pairs_file=None, seed=0, **overrides):
     backbone, teacher = load_teacher(assets / "teacher", assets / "clip")
     run = RunConfig("t", "dmd", "shapes", Assets("", ""), "dmd", steps=4)
     cfg = dmd.DMDConfig(batch_size=3, lr_generator=1e-3, lr_fake=1e-3, **overrides)
-    torch.manual_seed(0)
-    return dmd.setup(cfg, run, backbone, teacher, ShapesPrompts)
+    torch.manual_seed(seed)
+    return dmd.setup(cfg, run, backbone, teacher, ShapesPrompts, pairs_file=pairs_file)
 
 
 @pytest.fixture()
@@ -146,6 +147,50 @@ def test_regression_pairs_are_the_teachers_ode_solutions(reg_state):
     expected = euler(bb, reg_state.teacher, bb.encode_prompts(p.captions), p.noise, 3, reg_state.cfg.real_cfg_scale)
     torch.testing.assert_close(p.images, expected)
     assert len(set(p.captions)) > 1  # drawn from the caption distribution, not one prompt
+
+
+def test_pairs_from_a_file_are_the_pairs_made_in_the_run(tiny_assets, tmp_path):
+    """A run given pairs saved by `save_pairs` ends its set-up exactly as one that made them:
+    the same pairs, and torch's RNG where making them would have left it."""
+    reg = {"reg_weight": 0.5, "reg_pairs": 5, "reg_steps": 3}
+    made = _setup(tiny_assets, **reg)
+    after_made = torch.get_rng_state()
+    path = tmp_path / "pairs.safetensors"
+    dmd.save_pairs(
+        made.pairs, path, dmd.pairs_settings(made.cfg, RunConfig("t", "dmd", "shapes", Assets("", ""), "dmd", steps=4))
+    )
+    loaded = _setup(tiny_assets, pairs_file=path, **reg)
+    assert torch.equal(torch.get_rng_state(), after_made)
+    assert loaded.pairs.captions == made.pairs.captions
+    assert torch.equal(loaded.pairs.noise, made.pairs.noise) and torch.equal(loaded.pairs.images, made.pairs.images)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"seed": 1}, "made for another seed or prompt source"),
+        ({"reg_steps": 4}, "made with reg_steps 3, this run has 4"),
+        ({"real_cfg_scale": 5.0}, "made with real_cfg_scale 3.0, this run has 5.0"),
+        ({"reg_pairs": 4}, "made with reg_pairs 5, this run has 4"),
+    ],
+)
+def test_pairs_made_for_another_run_are_refused(tiny_assets, tmp_path, change, message):
+    reg = {"reg_weight": 0.5, "reg_pairs": 5, "reg_steps": 3, "real_cfg_scale": 3.0}
+    made = _setup(tiny_assets, **reg)
+    path = tmp_path / "pairs.safetensors"
+    dmd.save_pairs(
+        made.pairs, path, dmd.pairs_settings(made.cfg, RunConfig("t", "dmd", "shapes", Assets("", ""), "dmd", steps=4))
+    )
+    with pytest.raises(UserError, match=message) as e:
+        _setup(tiny_assets, pairs_file=path, **{**reg, **change})
+    assert str(path) in str(e.value)
+
+
+def test_a_file_that_is_not_pairs_is_refused(tiny_assets, tmp_path):
+    path = tmp_path / "pairs.safetensors"
+    path.write_bytes(b"not safetensors")
+    with pytest.raises(UserError, match="cannot read the regression pairs"):
+        _setup(tiny_assets, pairs_file=path, reg_weight=0.5, reg_pairs=5, reg_steps=3)
 
 
 def test_regression_is_the_first_steps_error_on_the_pairs(reg_state):

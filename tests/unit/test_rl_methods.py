@@ -276,3 +276,16 @@ def test_generator_ema_is_the_moving_average(tiny_assets):
     dmd.generator_step(state, batch(state, CAPTIONS))
     want = [0.75 * a + 0.25 * b for a, b in zip(start, snapshot(state.generator))]
     assert all(torch.allclose(e, w, rtol=0, atol=1e-7) for e, w in zip(snapshot(state.generator_ema), want))
+
+
+def test_every_method_draws_the_same_regression_pairs(tiny_assets):
+    """The regression pairs depend on the seed, the teacher and the pair settings, not on the
+    method (what lets the study make them once per seed and share them): every method's
+    set-up draws them first, before its reward models or LoRAs draw from the RNG."""
+    reg = {"reg_weight": 0.5, "reg_pairs": 4, "reg_steps": 2}
+    ref = make(tiny_assets, "dmd", **reg).pairs
+    for method in ("dmd_nft", "dmd_refl", "dmdr", "gdmd"):
+        extra = {"fake_lora_rank": 2} if method == "dmdr" else {}
+        pairs = make(tiny_assets, method, **reg, **extra).pairs
+        assert pairs.captions == ref.captions, method
+        assert torch.equal(pairs.noise, ref.noise) and torch.equal(pairs.images, ref.images), method

@@ -124,6 +124,45 @@ def train_launcher(wildcards, resources):
     return "python -m"
 
 
+def pairs_key(run):
+    """What a student run's regression pairs depend on besides the seed (None: the run has
+    no regression loss): runs with equal keys share one pairs file per seed."""
+    from gdmd.methods.configs import source_options
+
+    cfg = train_config(run)
+    if cfg.reg_weight <= 0:
+        return None
+    s = run_settings(run)
+    return json.dumps(
+        [
+            s["backbone"],
+            s.get("backbone_options"),
+            s["assets"],
+            cfg.prompts,
+            source_options(cfg),
+            cfg.reg_pairs,
+            cfg.reg_steps,
+            cfg.real_cfg_scale,
+        ],
+        sort_keys=True,
+        default=str,
+    )
+
+
+def pairs_owner(run):
+    """The first run (in the study's order) whose pairs are this run's: it names the file."""
+    key = pairs_key(run)
+    return next(r for r in RUNS if is_trained(r) and pairs_key(r) == key)
+
+
+def run_pairs(wildcards):
+    """The teacher pairs a student run trains with (nothing without a regression loss)."""
+    if pairs_key(wildcards.run) is None:
+        return []
+    owner = pairs_owner(wildcards.run)
+    return f"{RESULTS}/pairs/{owner}/seed{wildcards.seed}.safetensors"
+
+
 def run_checkpoint(wildcards):
     """The trained generator a student run samples from (nothing for teacher runs)."""
     if is_trained(wildcards.run):
