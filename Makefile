@@ -16,8 +16,12 @@ SNAKEMAKE := PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES)
 # `setup`: what the studies need; `setup-dev`: plus the test, lint and cluster extras.
 # pip --no-compile, then byte-compile what the study's jobs import by importing it once:
 # half the set-up time of compiling all of torch, and every job still starts from cached
-# bytecode (also where PYTHONDONTWRITEBYTECODE is set, as on CI machines)
-STUDY_MODULES := snakemake gdmd.study gdmd.train gdmd.sample eval.geneval.__main__ eval.geneval.prompts eval.preference.__main__ reports.__main__
+# bytecode (also where PYTHONDONTWRITEBYTECODE is set, as on CI machines). The list names
+# what the jobs import lazily too (backbone, methods, scorers: diffusers, peft, open_clip);
+# a module missing here is compiled from source by every job that imports it (diffusers: 5 s)
+STUDY_MODULES := snakemake gdmd.study gdmd.train gdmd.sample gdmd.pairs eval.geneval.__main__ eval.geneval.prompts eval.preference.__main__ reports.__main__ \
+	gdmd.backbones.shapes gdmd.shapes.prompts gdmd.shapes.detector gdmd.rewards eval.geneval.backends eval.preference.shapes open_clip \
+	gdmd.methods.dmd gdmd.methods.dmd_nft gdmd.methods.dmd_refl gdmd.methods.dmdr gdmd.methods.gdmd
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip -q

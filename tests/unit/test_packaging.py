@@ -119,3 +119,23 @@ def test_the_shapes_methods_run_without_the_cluster_extras(tmp_path, tiny_assets
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert all((tmp_path / m / "final" / "tensors.safetensors").is_file() for m in extra)
+
+
+def test_setup_byte_compiles_what_the_study_jobs_import_lazily():
+    """`make setup` imports STUDY_MODULES once to write their bytecode (CI machines set
+    PYTHONDONTWRITEBYTECODE, so a module left out is compiled from source by every job that
+    imports it: diffusers alone costs each job about 5 s). The modules the shapes study's jobs
+    import only at run time - its backbone, every method, its prompt source, detector and
+    scorers, the pairs CLI - must be in the list."""
+    from eval.preference import SCORERS
+    from gdmd.backbones import _LOADERS
+    from gdmd.methods import METHODS
+    from gdmd.methods.configs import PROMPT_SOURCES
+
+    text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    listed = set(re.search(r"^STUDY_MODULES := (.*)$", text, re.M).group(1).split())
+    study = yaml.safe_load((ROOT / "config" / "shapes.yaml").read_text())
+    needed = {_LOADERS[study["backbone"]].split(":")[0], PROMPT_SOURCES["shapes"].split(":")[0], "gdmd.pairs"}
+    needed |= {f"gdmd.methods.{m.module}" for m in METHODS.values()}
+    needed |= {f"eval.preference.{SCORERS[name].module}" for name in study["preference"]["metrics"]}
+    assert needed <= listed, sorted(needed - listed)

@@ -108,12 +108,28 @@ def is_trained(run):
 def train_priority(wildcards):
     """Longest training first, so that the job left running alone at the end of a study on
     a small machine is a short one. A rough cost, mapped into (0, 1) to stay below the
-    teachers' sampling (priority 1): iterations x batch x score queries per critic update
+    longest teacher sampling (priority 1, `sample_priority`) and above the other sampling
+    and scoring jobs (0): iterations x batch x score queries per critic update
     (GDMD's generator updates query `targets` gradients instead of one)."""
     cfg = train_config(wildcards.run)
     queries = 1 + (getattr(cfg, "targets", 1) - 1) / cfg.gen_every
     cost = cfg.iterations * cfg.batch_size * queries
     return cost / (cost + 1e5)
+
+
+def nfe(run):
+    """Network evaluations per image of a run's sampler (CFG doubles a teacher's steps)."""
+    r = RUNS[run]
+    return r["steps"] * (2 if not is_trained(run) and r.get("cfg_scale", 1.0) > 1 else 1)
+
+
+def sample_priority(wildcards):
+    """The study's longest sampling job (the teacher run with the most NFE) starts at once,
+    with the pairs, before the trainings; every other sampling job is short and waits behind
+    the trainings (priority 0, as the scoring jobs), so that on a small machine they fill the
+    cores while the last training runs instead of delaying the trainings."""
+    teachers = [r for r in RUNS if not is_trained(r)]
+    return 1 if teachers and wildcards.run == max(teachers, key=nfe) else 0
 
 
 def train_launcher(wildcards, resources):

@@ -9,8 +9,8 @@ rule sample:
         log_path("sample/{run}/seed{seed}"),
     benchmark:
         bench_path("sample/{run}/seed{seed}")
-    # the teachers' sampling (the 50-step teacher is the longest job) starts before training
-    priority: 1
+    # the longest teacher sampling before training, the others after (common.smk)
+    priority: sample_priority
     conda:
         ENV
     threads: 1
