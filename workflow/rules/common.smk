@@ -120,7 +120,9 @@ def train_priority(wildcards):
 def nfe(run):
     """Network evaluations per image of a run's sampler (CFG doubles a teacher's steps)."""
     r = RUNS[run]
-    return r["steps"] * (2 if not is_trained(run) and r.get("cfg_scale", 1.0) > 1 else 1)
+    return r["steps"] * (
+        2 if not is_trained(run) and r.get("cfg_scale", 1.0) > 1 else 1
+    )
 
 
 def sample_priority(wildcards):
