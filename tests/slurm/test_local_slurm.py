@@ -21,7 +21,7 @@ from ..integration.test_dag import BIN, snakemake
 
 CLUSTER = ROOT / "profiles" / "local-slurm" / "cluster.sh"
 PROFILE = ROOT / "profiles" / "local-slurm"
-GPU_RULES = {"sample", "train", "geneval", "preference"}
+GPU_RULES = {"sample", "pairs", "train", "geneval", "preference"}
 # the Snakefile's localrules: reports and settings files never go to the cluster
 LOCAL_RULES = {"all", "run_config", "table", "ablations", "figure_geneval_tags", "figure_metrics_by_run", "figure_metric_vs_nfe",
                "figure_reward_vs_geneval", "training_curves", "study_grid", "sample_grid", "reports_from_scores"}  # fmt: skip
