@@ -18,7 +18,7 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-from . import numerics
+from . import allocator, numerics
 
 
 class UserError(Exception):
@@ -120,6 +120,8 @@ def provenance(**extra) -> dict:
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         # CPU numerics mode, CPU model and torch's kernel choice (see gdmd/numerics.py)
         "numerics": numerics.describe(),
+        # glibc malloc settings (gdmd/allocator.py): speed only, never the bits
+        "malloc": allocator.tune(),
         **extra,
     }
 

@@ -164,7 +164,9 @@ def judge(
                             rels = relative_position(d.box, t.box, position_threshold)
                             if rel not in rels:
                                 ok = False
-                                reasons.append(f"expected {name} {rel} target, found {' and '.join(rels)} target")
+                                # sorted: a set's order varies from process to process
+                                found_rels = " and ".join(sorted(rels))
+                                reasons.append(f"expected {name} {rel} target, found {found_rels} target")
                                 break
                         if not ok:
                             break

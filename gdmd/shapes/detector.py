@@ -62,6 +62,21 @@ def _initial_box(shape: str, alpha: np.ndarray, ys: np.ndarray, xs: np.ndarray):
     return mx, my - s / 6, s
 
 
+def _coverage(inside: np.ndarray, h: int, w: int, ss: int) -> np.ndarray:
+    """(C, h*ss, w*ss) sub-pixel hits -> (C, h, w) covered fraction of each pixel.
+
+    The same values as `inside.reshape(C, h, ss, w, ss).mean(axis=(2, 4))` (integer counts,
+    exact, over ss^2), 10x faster: ss slices added along each axis instead of a reduction."""
+    hits = inside.view(np.uint8).reshape(len(inside) * h, ss, w * ss)
+    rows = hits[:, 0].astype(np.int16)
+    for i in range(1, ss):
+        rows += hits[:, i]
+    counts = rows[:, 0::ss].copy()
+    for i in range(1, ss):
+        counts += rows[:, i::ss]
+    return counts.reshape(len(inside), h, w) / (ss * ss)
+
+
 def _fit(shape: str, alpha: np.ndarray, y0: int, x0: int) -> tuple[float, tuple[float, float, float]]:
     """Best soft IoU of `shape` against the (h, w) alpha window at (y0, x0); returns (iou, (cx, cy, s))."""
     h, w = alpha.shape
@@ -76,7 +91,7 @@ def _fit(shape: str, alpha: np.ndarray, y0: int, x0: int) -> tuple[float, tuple[
     inside = shape_inside(
         shape, px[None, None, :], py[None, :, None], cand[:, 0, None, None], cand[:, 1, None, None], cand[:, 2, None, None]
     )  # (C, h*ss, w*ss)
-    cov = inside.reshape(len(cand), h, ss, w, ss).mean(axis=(2, 4))
+    cov = _coverage(inside, h, w, ss)
     inter = np.minimum(cov, alpha[None]).sum(axis=(1, 2))
     union = np.maximum(cov, alpha[None]).sum(axis=(1, 2))
     iou = inter / np.maximum(union, 1e-9)

@@ -40,28 +40,29 @@ OUTSIDE = {
 }
 
 
-def _sample(tmp_path, assets, mode, outside):
+def _sample(tmp_path, assets, mode, outside, env=None, batch=6):
     meta = tmp_path / "meta.jsonl"
     write_metadata(evaluation_metadata(per_tag=1, seed=0), meta)
     run = tmp_path / "teacher.json"
     run.write_text(
         json.dumps(
             {"study": "t", "run": "teacher", "backbone": "shapes", "method": "teacher", "steps": 3, "cfg_scale": 2.0,
-             "assets": {"teacher": str(assets / "teacher"), "text_encoder": str(assets / "clip")}, "batch_size": 6}
+             "assets": {"teacher": str(assets / "teacher"), "text_encoder": str(assets / "clip")}, "batch_size": batch}
         )
     )  # fmt: skip
-    out = tmp_path / f"samples-{mode}-{outside}"
+    out = tmp_path / f"samples-{mode}-{outside}-{len(env or {})}"
     r = run_cli("gdmd.sample", "--run-config", run, "--metadata", meta, "--images-per-prompt", 2, "--out", out,
-                env={"GDMD_NUMERICS": mode, **OUTSIDE[outside]})  # fmt: skip
+                env={"GDMD_NUMERICS": mode, **OUTSIDE[outside], **(env or {})})  # fmt: skip
     assert r.returncode == 0, r.stderr
     return out
 
 
-def _train(tmp_path, assets, mode, outside):
+def _train(tmp_path, assets, mode, outside, env=None):
     run = _settings(tmp_path, assets, train={"iterations": 4, "batch_size": 4, "gen_every": 2, "checkpoint_every": 4,
                                              "lr_generator": 1e-3, "lr_fake": 1e-3})  # fmt: skip
-    out = tmp_path / f"train-{mode}-{outside}" / "final"
-    r = run_cli("gdmd.train", "--run-config", run, "--out", out, env={"GDMD_NUMERICS": mode, **OUTSIDE[outside]})
+    out = tmp_path / f"train-{mode}-{outside}-{len(env or {})}" / "final"
+    env = {"GDMD_NUMERICS": mode, **OUTSIDE[outside], **(env or {})}
+    r = run_cli("gdmd.train", "--run-config", run, "--out", out, env=env)
     assert r.returncode == 0, r.stderr
     return out
 
@@ -81,6 +82,23 @@ def test_pinned_training_ignores_the_outside_instruction_sets(tiny_assets, tmp_p
     ta, tb = _tensors(a), _tensors(b)
     assert ta.keys() == tb.keys() and all((ta[k] == tb[k]).all() for k in ta)
     assert json.loads((a / "state.json").read_text())["numerics"]["mode"] == "pinned"
+
+
+def test_the_malloc_settings_change_no_bit(tmp_path):
+    """gdmd/allocator.py only changes where op outputs live: sampling and training with the
+    committed shapes teacher (activations of MBs, above glibc's default mmap threshold) give
+    the same bits with glibc's default malloc and with the tuned one."""
+    assets = ROOT / "resources" / "shapes"
+    runs = {}
+    for name, env in (("tuned", {}), ("default", {"GDMD_MALLOC": "default"})):
+        runs[name] = (_sample(tmp_path, assets, "pinned", "avx2", env, batch=8), _train(tmp_path, assets, "pinned", "avx2", env))
+    (sa, ta), (sb, tb) = runs["tuned"], runs["default"]
+    pa, pb = sorted(sa.rglob("*.png")), sorted(sb.rglob("*.png"))
+    assert len(pa) == 12 and all(x.read_bytes() == y.read_bytes() for x, y in zip(pa, pb, strict=True))
+    wa, wb = _tensors(ta), _tensors(tb)
+    assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
+    assert json.loads((sa / "sampling.json").read_text())["malloc"] == "tuned"
+    assert json.loads((tb / "state.json").read_text())["malloc"] == "default (GDMD_MALLOC=default)"
 
 
 @pytest.mark.skipif(MAX == "AVX2", reason="this CPU's maximum is AVX2: both settings are the same kernels natively")
