@@ -22,11 +22,15 @@ SNAKEMAKE := PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES)
 STUDY_MODULES := snakemake gdmd.study gdmd.train gdmd.sample gdmd.pairs eval.geneval.__main__ eval.geneval.prompts eval.preference.__main__ reports.__main__ \
 	gdmd.backbones.shapes gdmd.shapes.prompts gdmd.shapes.detector gdmd.rewards eval.geneval.backends eval.preference.shapes open_clip \
 	gdmd.methods.dmd gdmd.methods.dmd_nft gdmd.methods.dmd_refl gdmd.methods.dmdr gdmd.methods.gdmd
+# two interpreters at once (torch and diffusers on one side, snakemake, open_clip and the
+# reports on the other): 13 s instead of 17 on 2 cores
+IMPORT_ARGV := import importlib, sys; [importlib.import_module(m) for m in sys.argv[1:]]
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip -q
 	$(BIN)/pip install --no-compile -e .
-	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -c "import importlib; [importlib.import_module(m) for m in '$(STUDY_MODULES)'.split()]"
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -c "$(IMPORT_ARGV)" $(filter gdmd.%,$(STUDY_MODULES)) & pid=$$!; \
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -c "$(IMPORT_ARGV)" $(filter-out gdmd.%,$(STUDY_MODULES)) && wait $$pid
 	touch $@
 
 $(BIN)/.installed-dev: $(BIN)/.installed

@@ -58,6 +58,13 @@ class DMDConfig:
     optimizer: Literal["adamw", "adamw8bit"] = "adamw"  # adamw8bit: bitsandbytes' (DMDR --use-8bit-adam)
 
     @property
+    def generator_cost(self) -> float:
+        """A generator update's cost relative to DMD's, as measured on the shapes study
+        (benchmarks/results/step_time.json; README, "Time"). Not a config key: the DAG orders
+        the trainings by it, longest first (workflow/rules/common.smk, `train_priority`)."""
+        return 1.0
+
+    @property
     def gan(self) -> bool:
         return self.gan_generator_weight > 0 or self.gan_critic_weight > 0
 
@@ -120,6 +127,10 @@ class NFTConfig(RewardedConfig):
     adv_std: Literal["group", "global"] = "group"  # DiffusionNFT: global std, per-prompt mean
     nft_t: Literal["generator", "uniform"] = "generator"  # re-noise times: the generator's own, or U(0, 1)
 
+    @property
+    def generator_cost(self) -> float:
+        return 1.63  # the NFT term's forward and backward at the re-noised samples, and the rewards
+
     def check(self):
         if self.batch_size % self.samples_per_prompt:
             return "batch_size", f"must be a multiple of samples_per_prompt ({self.samples_per_prompt}), got {self.batch_size}"
@@ -129,6 +140,10 @@ class NFTConfig(RewardedConfig):
 @dataclass(frozen=True)
 class ReflConfig(RewardedConfig):
     """`dmd_refl`: DMD + sum_j weight_j relu(margin_j - R_j(decode(x), c)), reward backprop."""
+
+    @property
+    def generator_cost(self) -> float:
+        return 1.10  # the rewards' backward through decode into the generator
 
     def check(self):
         for i, r in enumerate(self.rewards):
@@ -150,6 +165,10 @@ class DMDRConfig(ReflConfig):
     dynars_a: float = param(4.0, gt=0.0)  # DynaRS: tau ~ Beta(a, b) annealed to Beta(1, 1)
     dynars_b: float = param(1.5, gt=0.0)
     dynars_critic: bool = True  # DMDR draws the fake score's training time from the same Beta
+
+    @property
+    def generator_cost(self) -> float:
+        return 1.14  # dmd_refl's, and the real score's jittered CFG and DynaDG's blend
 
     def check(self):
         if self.real_cfg_jitter > self.real_cfg_scale:
@@ -176,6 +195,10 @@ class GDMDConfig(RewardedConfig):
     raw_scale: float = param(1.0, gt=0.0)  # baseline raw: A = clip((r(xhat) - r(x)) / raw_scale)
     w_max: float = param(2.0, gt=0.0)  # weights advantage: w = clamp(1 + lambda A, 0, w_max)
     temperature: float = param(1.0, gt=0.0)  # weights softmax: w = G softmax(A / T)
+
+    @property
+    def generator_cost(self) -> float:
+        return 1.0 + 0.36 * (self.group_size - 1)  # one score query per target: 2.07 at G = 4
 
     @property
     def group_size(self) -> int:

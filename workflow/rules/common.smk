@@ -109,11 +109,12 @@ def train_priority(wildcards):
     """Longest training first, so that the job left running alone at the end of a study on
     a small machine is a short one. A rough cost, mapped into (0, 1) to stay below the
     longest teacher sampling (priority 1, `sample_priority`) and above the other sampling
-    and scoring jobs (0): iterations x batch x score queries per critic update
-    (GDMD's generator updates query `targets` gradients instead of one)."""
+    and scoring jobs (0): iterations x batch x (one critic update + every gen_every-th
+    iteration a generator update, which costs DMD 1.8 critic updates and each method its
+    `generator_cost` times that: benchmarks/results/step_time.json)."""
     cfg = train_config(wildcards.run)
-    queries = 1 + (getattr(cfg, "targets", 1) - 1) / cfg.gen_every
-    cost = cfg.iterations * cfg.batch_size * queries
+    per_iteration = 1 + 1.8 * cfg.generator_cost / cfg.gen_every
+    cost = cfg.iterations * cfg.batch_size * per_iteration
     return cost / (cost + 1e5)
 
 
