@@ -21,7 +21,6 @@ has no `mallopt` (not glibc: macOS, musl). This module must not import torch.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 ENV = "GDMD_MALLOC"
@@ -50,8 +49,7 @@ def tune() -> str:
 
 def _mallopt() -> str:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the process's own symbols: its C library's
     except (OSError, AttributeError):
         return "default (no mallopt in this C library)"
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int

@@ -113,15 +113,16 @@ def test_slurm_profile_submits_training_with_gpu_time_memory_and_usr1(workdir):
 
 def test_longest_training_is_scheduled_first(workdir):
     """Train jobs are prioritised by their estimated cost (each method's measured generator
-    update cost: gdmd > dmd_nft > dmdr > dmd), all below the longest teacher sampling, the
-    shared regression pairs and the settings files, and above every other sampling job."""
+    update cost: dmd_nft > gdmd with its fake-score group > dmdr > dmd), all below the longest
+    teacher sampling, the shared regression pairs and the settings files, and above every
+    other sampling job."""
     r = snakemake(workdir, "-n", "--configfile", "config/shapes.yaml")
     assert r.returncode == 0, r.stderr
     jobs = re.findall(r"rule (\w+):\n(?:    .*\n)*?    wildcards: run=([\w-]+), seed=0\n(?:    .*\n)*?    priority: ([\d.e-]+)",
                       r.stdout)  # fmt: skip
     train = {run: float(p) for rule, run, p in jobs if rule == "train"}
     assert set(train) == {"dmd", "dmd_nft", "dmdr", "gdmd"}, jobs
-    assert sorted(train, key=train.get, reverse=True) == ["gdmd", "dmd_nft", "dmdr", "dmd"], train
+    assert sorted(train, key=train.get, reverse=True) == ["dmd_nft", "gdmd", "dmdr", "dmd"], train
     assert all(0 < p < 1 for p in train.values()), train
     # only the longest sampling job goes before the trainings; the others (no priority line)
     # fill the cores while the last training runs
@@ -150,7 +151,10 @@ def test_longest_training_is_scheduled_first(workdir):
         ({"runs.dmd.train.lr_generator": float("nan")}, "runs.dmd.train.lr_generator: expected a finite number, got nan"),
         ({"runs.dmd.train.iterations": -5}, "runs.dmd.train.iterations: must be >= 1, got -5"),
         ({"runs.dmd.train.tau_min": 0.99}, "runs.dmd.train.tau_min: must be below tau_max (0.98), got 0.99"),
-        ({"runs.gdmd.train.targets": 1}, "runs.gdmd.train.targets: a target group needs at least 2 targets, got 1 (group t)"),
+        (
+            {"runs.gdmd.train.group": "t", "runs.gdmd.train.targets": 1},
+            "runs.gdmd.train.targets: a target group needs at least 2 targets, got 1 (group t)",
+        ),
         (
             {"runs.dmd_nft.train.batch_size": 5},
             "runs.dmd_nft.train.batch_size: must be a multiple of samples_per_prompt (2), got 5",

@@ -110,10 +110,10 @@ def train_priority(wildcards):
     a small machine is a short one. A rough cost, mapped into (0, 1) to stay below the
     longest teacher sampling (priority 1, `sample_priority`) and above the other sampling
     and scoring jobs (0): iterations x batch x (one critic update + every gen_every-th
-    iteration a generator update, which costs DMD 1.8 critic updates and each method its
+    iteration a generator update, which costs DMD 1.7 critic updates and each method its
     `generator_cost` times that: benchmarks/results/step_time.json)."""
     cfg = train_config(wildcards.run)
-    per_iteration = 1 + 1.8 * cfg.generator_cost / cfg.gen_every
+    per_iteration = 1 + 1.7 * cfg.generator_cost / cfg.gen_every
     cost = cfg.iterations * cfg.batch_size * per_iteration
     return cost / (cost + 1e5)
 
