@@ -1,6 +1,7 @@
 """The malloc settings of gdmd/allocator.py against glibc's defaults, one thread.
 
-    python benchmarks/allocator.py --out benchmarks/results/allocator.json
+    python benchmarks/allocator.py --rounds 2 --pairs results/shapes-full/pairs/dmd/seed0.safetensors \
+        --out benchmarks/results/allocator.json
 
 Runs benchmarks/profile_teacher.py (the committed teacher's guided call at the study's
 sampling batch, and its op profile) and benchmarks/step_time.py (DMD's generator and critic

@@ -5,9 +5,10 @@ mmap threshold (128 KiB at start, adapted as blocks are freed) is mapped fresh f
 kernel and given back when freed, so the next op's output page-faults on every page it
 writes, and a heap that shrinks past the trim threshold is given back too. A few-MB
 activation then costs as much to fault in as to compute. `tune()` serves blocks up to
-32 MiB from the heap and keeps the freed heap: a teacher forward of the shapes study (50
-rows) drops from 229 to 191 ms (`benchmarks/README.md`, "Allocator"); training steps,
-whose autograd graph keeps its buffers alive, gain within noise.
+32 MiB from the heap and keeps the freed heap: the teacher's guided call at the sampling
+batch takes 204 ms against 214-226 ms, and the study's 50-step teacher sampling job 486-501 s
+against 592 s (benchmarks/README.md, "Memory allocator, detector, training order");
+training steps, whose autograd graph keeps its buffers alive, gain within noise.
 
 Which memory an op writes to does not change what it computes: the pinned numerics mode
 (gdmd/numerics.py) gives the same bits with and without it (MKL's strict CNR mode is
