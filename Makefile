@@ -11,7 +11,7 @@ export GDMD_NUMERICS := $(NUMERICS)
 # jobs run `python -m ...`: put the venv first on PATH so that is its python
 SNAKEMAKE := PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES)
 
-.PHONY: setup setup-dev study study-full ablations test lint dryrun pretrain install-pretrained report report-from-scores clean
+.PHONY: setup setup-dev study study-full ablations test lint dryrun pretrain install-pretrained report report-from-scores rehearsal clean
 
 # `setup`: what the studies need; `setup-dev`: plus the test, lint and cluster extras.
 # pip --no-compile, then byte-compile what the study's jobs import by importing it once:
@@ -52,6 +52,15 @@ study-full: setup
 ablations: setup
 	$(SNAKEMAKE) --configfile config/shapes-ablations.yaml
 
+## the cluster path rehearsed: config/sd3m.yaml's whole DAG at small sizes on this machine's
+## single-node SLURM (root, Debian: installs and starts it), random-weight models in the
+## official formats, into rehearsal/ (README, "Before the cluster"; gdmd/rehearsal.py)
+REHEARSAL ?= config/rehearsal.yaml
+rehearsal: setup-dev
+	profiles/local-slurm/cluster.sh install
+	profiles/local-slurm/cluster.sh start
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m gdmd.rehearsal --config $(REHEARSAL) --work rehearsal
+
 ## the tests (unit, CLI, DAG smoke run)
 test: setup-dev
 	$(BIN)/pytest -q
@@ -82,4 +91,4 @@ report-from-scores: setup
 	$(SNAKEMAKE) --configfile $(STUDY) --config scores_only=true
 
 clean:
-	rm -rf results .snakemake
+	rm -rf results .snakemake rehearsal

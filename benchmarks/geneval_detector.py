@@ -24,7 +24,7 @@ import torch
 from eval.geneval.mask2former import ALIASES, TransformersMask2Former
 from gdmd.io import atomic_write_json, provenance
 
-NAMES = Path(__file__).resolve().parent.parent / "eval" / "geneval" / "coco_names.txt"
+NAMES = Path(__file__).resolve().parent.parent / "eval" / "geneval" / "data" / "coco_names.txt"
 
 
 def build(path: Path, names: list[str]) -> None:

@@ -116,9 +116,9 @@ def main():
     scorers = {n: get_scorer(n, run.weights) for n in study["preference"]["metrics"]}
     repeats, needs_real = getattr(state, "prompt_repeats", 1), getattr(state, "needs_real", False)
 
-    import copy
+    from gdmd.lora import frozen_copy
 
-    emas = {float(d): copy.deepcopy(state.generator).eval().requires_grad_(False) for d in args.extra_emas.split(",") if d}
+    emas = {float(d): frozen_copy(state.generator, f"generator_ema_{i}") for i, d in enumerate(args.extra_emas.split(",")) if d}
     results, t0, log = [], time.time(), []
     for it in range(evals[-1] + 1):
         if it in evals:

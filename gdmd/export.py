@@ -17,6 +17,11 @@ timestep, which is what the scheduler's stochastic step does. Sampling from the 
     image = pipe(prompt, **json.load(open(f"{out}/sampling.json"))).images[0]
 
 The student uses the EMA weights where the run kept an EMA, as `gdmd.sample` does.
+
+`--verify PROMPT` then loads the teacher's pipeline with the export, as above, samples the
+prompt's latents from a fixed noise, and checks they are the latents this suite's own
+sampler draws from the checkpoint (both in float32, so the check is the export's, not the
+precision's): a one-line error where they differ. It loads the teacher a second time.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import torch
 
 from . import backbones
 from .io import CliParser, UserError, atomic_dir, provenance, run_cli
-from .lora import is_lora
+from .lora import is_lora, peft_state_dict
 from .methods.dmd import load_generator
 from .study import load_run
 
@@ -41,7 +46,6 @@ def sampling_settings(backbone, steps: int) -> dict:
 
 def export(run_config: Path, checkpoint: Path, out: Path, device: str = "cpu") -> None:
     from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
-    from peft.utils import get_peft_model_state_dict
 
     run = load_run(run_config)
     if run.backbone != "sd3":
@@ -56,8 +60,9 @@ def export(run_config: Path, checkpoint: Path, out: Path, device: str = "cpu") -
         raise UserError(
             f"{run_config}: run {run.run!r} trains a full-weight generator; export needs train.generator_lora_rank > 0"
         )
-    state = {k: v.to(backbone.dtype) for k, v in get_peft_model_state_dict(generator).items()}
-    metadata = generator.peft_config["default"].to_dict()
+    state, config = peft_state_dict(generator)
+    state = {k: v.to(backbone.dtype) for k, v in state.items()}
+    metadata = config.to_dict()
     metadata["target_modules"] = sorted(metadata["target_modules"])
     scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(run.assets.teacher, subfolder="scheduler")
     scheduler = FlowMatchEulerDiscreteScheduler.from_config(scheduler.config, stochastic_sampling=True, shift=1.0)
@@ -73,14 +78,56 @@ def export(run_config: Path, checkpoint: Path, out: Path, device: str = "cpu") -
     print(f"wrote {out}")
 
 
+def verify(run_config: Path, checkpoint: Path, out: Path, prompt: str, device: str = "cpu", seed: int = 0) -> float:
+    """The export at `out` sampled by diffusers' StableDiffusion3Pipeline against our own
+    sampler on the checkpoint, from the same noises: the largest latent difference (a
+    UserError above 1e-3)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
+
+    run = load_run(run_config)
+    settings = json.loads((Path(out) / "sampling.json").read_text())
+    msl = run.backbone_options.get("max_sequence_length", 256)
+    pipe = StableDiffusion3Pipeline.from_pretrained(run.assets.teacher, torch_dtype=torch.float32).to(device)
+    pipe.load_lora_weights(out)
+    pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(out, subfolder="scheduler")
+    options = {k: v for k, v in run.backbone_options.items() if k != "dtype"}
+    side = options.get("resolution")
+    size = {"height": side, "width": side} if side else {}
+    # the pipeline draws the start from `generator` and, in the scheduler's stochastic step,
+    # each re-noising from torch's global RNG: ours draws the same numbers in the same order
+    torch.manual_seed(seed)
+    theirs = pipe([prompt], generator=torch.Generator().manual_seed(seed), output_type="latent", max_sequence_length=msl,
+                  **size, **settings).images  # fmt: skip
+    del pipe
+    backbone, teacher = backbones.load(run.backbone, run.assets.teacher, run.assets.text_encoder, device=device,
+                                       dtype=torch.float32, options=options)  # fmt: skip
+    generator, sample = load_generator(run, backbone, teacher, checkpoint)
+    torch.manual_seed(seed)
+    noises = [torch.randn(1, *backbone.latent_shape(), generator=torch.Generator().manual_seed(seed)).to(device)]
+    noises += [torch.randn(1, *backbone.latent_shape()).to(device) for _ in range(run.steps - 1)]
+    ours = sample(backbone.encode_prompts([prompt]), noises)
+    gap = float((theirs.float().cpu() - ours.float().cpu()).abs().max())
+    if not gap <= 1e-3:
+        raise UserError(
+            f"{out}: StableDiffusion3Pipeline with this export samples other latents than {checkpoint} (max difference {gap:.3g})"
+        )
+    return gap
+
+
 def main(argv=None):
     p = CliParser(prog="python -m gdmd.export", description=__doc__.splitlines()[0])
     p.add_argument("--run-config", required=True, type=Path)
     p.add_argument("--checkpoint", required=True, type=Path, help="the run's final checkpoint directory")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--verify", metavar="PROMPT", help="then sample PROMPT with diffusers' pipeline and this export, and check it")
     args = p.parse_args(argv)
     export(args.run_config, args.checkpoint, args.out, args.device)
+    if args.verify:
+        gap = verify(args.run_config, args.checkpoint, args.out, args.verify, args.device)
+        print(
+            f"verified: StableDiffusion3Pipeline + {args.out} samples our latents for {args.verify!r} (max difference {gap:.2g})"
+        )
 
 
 if __name__ == "__main__":

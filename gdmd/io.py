@@ -68,8 +68,9 @@ def atomic_write_json(path: str | Path, obj) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | Path):
-    """Yield a temporary directory next to `path`; on success it replaces `path` whole."""
+def atomic_dir(path: str | Path, previous: str | Path | None = None):
+    """Yield a temporary directory next to `path`; on success it replaces `path` whole. With
+    `previous`, an existing `path` is moved there first (replacing what was there)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,7 +80,11 @@ def atomic_dir(path: str | Path):
         raise UserError(f"{path}: cannot write output ({e.strerror})") from e
     try:
         yield tmp
-        if path.exists():
+        if path.exists() and previous is not None:
+            if Path(previous).exists():
+                shutil.rmtree(previous)
+            os.replace(path, previous)
+        elif path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
     finally:

@@ -70,21 +70,31 @@ def resolve(study: dict, source: str = "config") -> dict:
 
     - `base: <file>`: the study builds on that config; its top-level keys replace the
       base's, except `runs`, which extends the base's runs (a run of the same name replaces
-      the base's, in the base's place). Bases may chain.
+      the base's, in the base's place, unless it is `like:` itself: see below). Bases may
+      chain.
     - a run's `like: <run>`: it takes that run's method, steps and `train:` section, its
       own keys replacing those (its own `train:` keys replacing single train keys; a
-      train key set to null drops the inherited one).
+      train key set to null drops the inherited one). `like:` its own name takes the
+      base's run of that name (config/rehearsal.yaml: sd3m's runs at other sizes).
     The result has neither key; the schema then checks it as any study."""
     from .config import read_yaml
 
-    merged, seen = dict(study), {source}
+    merged, chain = dict(study), []
     while "base" in merged:
         path = merged.pop("base")
-        if not isinstance(path, str) or path in seen:
-            raise UserError(f"{source}: base: {path!r} is not a config file name, or includes itself")
-        seen.add(path)
+        if not isinstance(path, str) or not path:
+            raise UserError(f"{chain[-1] if chain else source}: base: {path!r} is not a config file name")
+        seen = [Path(p).resolve() for p in chain]
+        if Path(path).resolve() in seen:
+            cycle = " -> ".join([*chain[seen.index(Path(path).resolve()) :], path])
+            raise UserError(f"{chain[-1]}: base: {path!r} makes a cycle ({cycle})")
+        chain.append(path)
         base = read_yaml(path)
-        runs = {**(base.get("runs") or {}), **(merged.get("runs") or {})}
+        base_runs = base.get("runs") or {}
+        runs = dict(base_runs)
+        for name, run in (merged.get("runs") or {}).items():
+            extends = isinstance(run, dict) and run.get("like") == name and isinstance(base_runs.get(name), dict)
+            runs[name] = _merge_run(base_runs[name], run) if extends else run
         merged = {**base, **{k: v for k, v in merged.items() if k != "runs"}, "runs": runs}
     runs = merged.get("runs")
     if isinstance(runs, dict):
@@ -99,7 +109,12 @@ def _like(runs: dict, name: str, source: str, chain: tuple = ()) -> dict:
     other = run["like"]
     if other not in runs or other in chain or other == name:
         raise UserError(f"{source}: runs.{name}.like: {other!r} is not another run of the study")
-    parent = _like(runs, other, source, (*chain, name))
+    return _merge_run(_like(runs, other, source, (*chain, name)), run)
+
+
+def _merge_run(parent: dict, run: dict) -> dict:
+    """`run` (less its `like:`) over `parent`: its keys replace the parent's, its `train:`
+    keys the parent's train keys (null drops one)."""
     own = {k: v for k, v in run.items() if k != "like"}
     train = {k: v for k, v in {**(parent.get("train") or {}), **(own.get("train") or {})}.items() if v is not None}
     return {**parent, **own, **({"train": train} if train else {})}
@@ -134,6 +149,23 @@ def validate_study(study: dict, schema_file: str | Path, source: str = "config")
     errors = sorted(validator.iter_errors(study), key=lambda e: (len(e.absolute_path), _path(e)))
     if errors:
         raise UserError(f"{source}: {_message(errors[0])}")
+    bad = next(_nonfinite(study), None)  # JSON schema's number checks let NaN and inf through
+    if bad is not None:
+        raise UserError(f"{source}: {bad[0]}: expected a finite number, got {bad[1]}")
+
+
+def _nonfinite(value, where: str = ""):
+    """(key, value) of every NaN or infinite number in a config, depth first."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        yield where, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _nonfinite(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _nonfinite(v, f"{where}.{i}")
 
 
 def known_methods() -> tuple[str, ...]:

@@ -13,6 +13,9 @@ Files (the work directory defaults to `<out>/../work`, which is not a DAG output
   resolved config, package versions), replaced atomically every `checkpoint_every`
   iterations and when SIGTERM or SIGUSR1 arrive (what SLURM sends before preemption);
   a restarted run resumes from it, bit for bit;
+- `<work>/previous/`: the checkpoint `latest` replaced, kept until the next one is written
+  and read back: a run whose latest checkpoint cannot be read (a truncated file) resumes
+  from it with a one-line warning (the unreadable one moves to `<work>/latest.unreadable/`);
 - `<out>/`: the final checkpoint, with a copy of metrics.csv, written atomically at the end;
 - `--metrics-out FILE`: one more copy of metrics.csv (the DAG's training log, which the
   reports read, so they can be rebuilt from logs without checkpoints);
@@ -20,7 +23,23 @@ Files (the work directory defaults to `<out>/../work`, which is not a DAG output
   this run and seed (without it a run with `reg_weight` > 0 makes them at set-up).
 
 A non-finite loss or gradient stops training with a one-line error naming the iteration;
-the last checkpoint (all finite) is kept.
+the last checkpoint (all finite) is kept. A checkpoint that cannot be written (disk full,
+quota) stops training with a one-line error naming the work directory and the last good
+checkpoint, which is left as it was.
+
+Under SLURM the loop watches the job's time limit (squeue's time left, read at start): when
+less than GDMD_STOP_MARGIN seconds (default 300) plus twice the slowest iteration and the
+last checkpoint's write are left, it saves a checkpoint and, if this attempt made progress,
+requeues the job (`scontrol requeue`, as PyTorch Lightning's SLURM plugin does on its
+warning signal): the same job, with the same resources, starts again and resumes, however
+many time limits the run needs, and Snakemake's `retries` count only real failures. The
+time-limit warning SIGUSR1 (the profile's `--signal=USR1@120`, for clusters whose jobs
+cannot run squeue) does the same. Stopping before the warning matters: SLURM signals every
+process of the job step, Snakemake's own wrapper too, which dies of it, so a training that
+ended in the warning's last minutes would be reported failed. The margin must therefore
+exceed the warning's lead by more than a minute (SLURM may send it up to 60 s early). An
+attempt that made no progress, or a requeue SLURM refuses, exits with code 138
+(128 + SIGUSR1), and Snakemake's retry (if any) takes over.
 """
 
 from __future__ import annotations
@@ -30,6 +49,7 @@ import csv
 import functools
 import json
 import math
+import os
 import shutil
 import signal
 import sys
@@ -157,7 +177,7 @@ def train(
     numpy_rngs = {"prompts": prompts.rng}
 
     work.mkdir(parents=True, exist_ok=True)
-    latest = work / "latest"
+    latest, previous = work / "latest", work / "previous"
 
     def note(message: str) -> None:
         """Print, and append to work/attempts.log: Snakemake replaces the rule's log on every
@@ -171,6 +191,9 @@ def train(
     print(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} train {run.run} seed {seed} (work {work})", flush=True)
     start = 0
     ckpt_state = {"run": cfglib.to_dict(run), "seed": seed}
+    if main:
+        usable_checkpoint(work, note)
+    distributed.barrier()
     if latest.exists():
         _check_same_run(latest, run, seed, work)
         meta = checkpoint.load(latest, state.modules, state.optimizers, numpy_rngs)
@@ -184,11 +207,23 @@ def train(
         note(f"data parallel over {distributed.world_size()} processes (batch {cfg.batch_size} each)")
     log = MetricsLog(work / METRICS, start) if main else None
 
+    def last_good() -> str:
+        return f"last good checkpoint {latest} (iteration {start_of(latest)})" if latest.exists() else "no checkpoint yet"
+
+    def write(path: Path, iteration: int, **kwargs):
+        """checkpoint.save, or one line naming the work directory and the last good checkpoint."""
+        try:
+            checkpoint.save(path, state.modules, state.optimizers, {"iteration": iteration, **ckpt_state}, numpy_rngs, **kwargs)
+        except UserError as e:  # disk full, quota, I/O: nothing was replaced
+            raise UserError(f"{e}; training stopped at iteration {iteration} in {work}, {last_good()}") from None
+
     def save(iteration: int):
         if main:
-            checkpoint.save(latest, state.modules, state.optimizers, {"iteration": iteration, **ckpt_state}, numpy_rngs)
+            write(latest, iteration, previous=previous)
         distributed.barrier()
 
+    deadline = slurm_deadline()  # time.monotonic() at the job's time limit, or None
+    slowest = last_write = 0.0
     end = cfg.iterations if max_iterations is None else min(cfg.iterations, max_iterations)
     bar = tqdm(range(start, end), desc=f"train {run.run} seed {seed}", initial=start, total=cfg.iterations, mininterval=5,
                disable=not main)  # fmt: skip
@@ -201,32 +236,120 @@ def train(
                 row.update(method.steps[name](state, batch))
         if not _finite(row):
             bad = ", ".join(f"{k}={v}" for k, v in row.items() if k != "iteration")
-            kept = f"last good checkpoint {latest} (iteration {start_of(latest)})" if latest.exists() else "no checkpoint yet"
-            raise UserError(f"non-finite values at iteration {it} ({bad}); training stopped, {kept}")
+            raise UserError(f"non-finite values at iteration {it} ({bad}); training stopped, {last_good()}")
         row["sec"] = round(time.time() - t0, 4)
         if main:
             log.write(row)
         bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k.endswith("loss")})
         done = it + 1
-        stop = distributed.any_flag(preempt.signal is not None)  # every process stops at the same iteration
+        slowest = max(slowest, time.time() - t0)
+        left = None if deadline is None else deadline - time.monotonic()
+        near_limit = left is not None and left < STOP_MARGIN + 2 * slowest + last_write
+        stop = distributed.any_flag(preempt.signal is not None or near_limit)  # every process stops at the same iteration
         if done % cfg.checkpoint_every == 0 or stop:
+            t_write = time.time()
             save(done)
+            last_write = time.time() - t_write
         if stop:
-            signum = preempt.signal or signal.SIGUSR1
-            note(f"received signal {signum}: saved {latest} at iteration {done}, exiting")
-            sys.exit(128 + signum)
+            signum = preempt.signal
+            why = f"received signal {signum}" if signum else f"{left:.0f} s left before the job's time limit"
+            note(f"{why}: saved {latest} at iteration {done}, exiting")
+            if main and signum in (None, signal.SIGUSR1) and done > start:  # the time limit, after progress
+                requeue(note)
+            sys.exit(128 + (signum or signal.SIGUSR1))
     if end < cfg.iterations:  # --max-iterations: stop early (tests, benchmarks), keep resumable
-        save(end)
+        if end % cfg.checkpoint_every and end > start:  # (not saved just now)
+            save(end)
         return
     distributed.check_in_sync(state.modules)
     if main:
-        final_state = {"iteration": cfg.iterations, **ckpt_state}
-        checkpoint.save(out, state.modules, state.optimizers, final_state, numpy_rngs, extra_files={METRICS: work / METRICS})
+        write(out, cfg.iterations, extra_files={METRICS: work / METRICS})
         if metrics_out is not None:
             with atomic_path(metrics_out, ".csv") as tmp:
                 shutil.copyfile(work / METRICS, tmp)
     distributed.barrier()
     note(f"wrote {out}")
+
+
+def usable_checkpoint(work: Path, note) -> None:
+    """Leave in `<work>/latest` a checkpoint that can be read, if there is one: where latest
+    cannot be read (a truncated file) or is missing (a crash between the two renames of a
+    save), `<work>/previous` takes its place, with a one-line warning; the unreadable one is
+    kept as `latest.unreadable` (replacing an older one). Neither readable: a one-line error."""
+    latest, previous = work / "latest", work / "previous"
+    bad = checkpoint.problem(latest) if latest.exists() else None
+    if (latest.exists() and bad is None) or not previous.exists():
+        if bad is not None:
+            raise UserError(f"{latest}: cannot be read ({bad}) and there is no {previous}; delete {work} to start this run over")
+        return
+    bad_previous = checkpoint.problem(previous)
+    if bad_previous is not None:
+        what = f"{latest} cannot be read ({bad})" if bad else f"there is no {latest}"
+        raise UserError(f"{what}, nor can {previous} ({bad_previous}); delete {work} to start this run over")
+    if bad is not None:
+        unreadable = work / "latest.unreadable"
+        if unreadable.exists():
+            shutil.rmtree(unreadable)
+        latest.rename(unreadable)
+        message = f"warning: {latest} cannot be read ({bad}): resuming from {previous} (iteration {start_of(previous)}), the unreadable one kept as {unreadable}"
+        print(message, file=sys.stderr, flush=True)
+        note(message)
+    previous.rename(latest)
+
+
+# seconds before a SLURM job's time limit at which training saves and requeues (see the docstring)
+STOP_MARGIN = float(os.environ.get("GDMD_STOP_MARGIN", "300"))
+
+
+def slurm_deadline() -> float | None:
+    """`time.monotonic()` at this SLURM job's time limit (squeue's time left, `%L`), or None:
+    outside SLURM, without a limit, or where squeue cannot tell."""
+    import subprocess
+
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    try:
+        r = subprocess.run(["squeue", "-h", "-j", job, "-o", "%L"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    left = parse_slurm_duration(r.stdout.strip()) if r.returncode == 0 else None
+    return None if left is None else time.monotonic() + left
+
+
+def parse_slurm_duration(text: str) -> float | None:
+    """Seconds in SLURM's `[days-][hours:]minutes:seconds` (squeue %L), None for anything else
+    (UNLIMITED, NOT_SET, INVALID, empty)."""
+    days, _, clock = text.rpartition("-")
+    parts = clock.split(":")
+    if not (1 <= len(parts) <= 3) or not all(p.isdigit() for p in parts) or (days and not days.isdigit()):
+        return None
+    seconds = 0
+    for p in parts:
+        seconds = 60 * seconds + int(p)
+    return float(seconds + 86400 * int(days or 0))
+
+
+def requeue(note) -> bool:
+    """Put this SLURM job back in the queue (`scontrol requeue $SLURM_JOB_ID`): SLURM stops
+    it and starts it again with the same resources, and the run resumes from its checkpoint.
+    False, with a note, outside SLURM or where SLURM refuses (the job was submitted without
+    --requeue on a cluster with JobRequeue=0, or scontrol is missing)."""
+    import subprocess
+
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return False
+    try:
+        r = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        note(f"could not requeue SLURM job {job} ({e}); the workflow's retry resubmits it")
+        return False
+    if r.returncode != 0:
+        note(f"SLURM refused to requeue job {job} ({r.stderr.strip() or r.returncode}); the workflow's retry resubmits it")
+        return False
+    note(f"requeued SLURM job {job}: it starts again with the same resources and resumes")
+    return True
 
 
 def autocast(cfg, backbone):

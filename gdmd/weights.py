@@ -4,7 +4,11 @@
     python -m gdmd.weights sd35m --dest weights    # -> weights/sd35m  (config/sd35m.yaml)
     python -m gdmd.weights sd35l --dest weights    # -> weights/sd35l  (config/sd35l.yaml)
 
-Run it on a machine with internet; configs never download. The models are gated on the
+    python -m gdmd.weights sd3m --dest weights --random   # a random-weight stand-in, offline
+
+Run it on a machine with internet; configs never download. `--random` writes the same
+layout without any download: the model's architecture at a small size with random weights
+(gdmd.backbones.random_sd3.SMALL), for `make rehearsal`. The models are gated on the
 Hugging Face Hub: accept each model's licence on its page, then log in (`hf auth login`,
 or set HF_TOKEN). The diffusers-format files only (no single-file checkpoints) are fetched,
 into a temporary directory renamed into place when complete.
@@ -53,7 +57,15 @@ def main(argv=None):
     p = CliParser(prog="python -m gdmd.weights", description=__doc__.splitlines()[0])
     p.add_argument("model", choices=sorted(MODELS))
     p.add_argument("--dest", type=Path, default=Path("weights"))
+    p.add_argument("--random", action="store_true", help="a small random-weight stand-in of the model, offline")
     args = p.parse_args(argv)
+    if args.random:
+        from .backbones.random_sd3 import SMALL, save_random_pipeline
+
+        with atomic_dir(args.dest / args.model) as tmp:
+            save_random_pipeline(tmp, **SMALL[args.model])
+        print(f"{args.dest / args.model}: random weights, {args.model}'s architecture at a small size")
+        return
     download(args.model, args.dest)
 
 

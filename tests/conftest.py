@@ -17,7 +17,8 @@ import pytest
 import gdmd  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+# GenEval's prompt files as the package ships them (eval/geneval/data/)
+GENEVAL_DATA = ROOT / "eval" / "geneval" / "data"
 
 TINY_SD3 = dict(
     sample_size=32,
@@ -66,3 +67,15 @@ def tiny_sd3(tmp_path_factory):
     from gdmd.backbones.random_sd3 import TINY, save_random_pipeline
 
     return save_random_pipeline(tmp_path_factory.mktemp("sd3") / "pipeline", **TINY)
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory):
+    """The smoke study (config/smoke.yaml), run once locally through the DAG, for the DAG
+    tests and as the SLURM tests' reference."""
+    from .integration.test_dag import _copy_project, snakemake
+
+    work = _copy_project(tmp_path_factory.mktemp("smoke"))
+    r = snakemake(work, "--cores", "2", "--configfile", "config/smoke.yaml")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
+    return work

@@ -199,7 +199,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--venv", type=Path, default=ROOT / ".mmdet" / "venv")
     p.add_argument("--work", type=Path, default=ROOT / ".mmdet" / "work")
-    p.add_argument("--object-names", type=Path, default=ROOT.parent / "shared" / "data" / "geneval" / "object_names.txt",
+    p.add_argument("--object-names", type=Path, default=ROOT / "eval" / "geneval" / "data" / "object_names.txt",
                    help="GenEval's evaluation/object_names.txt")  # fmt: skip
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "geneval_mmdet.json")
     p.add_argument("--images", type=int, default=len(SIZES), help="how many of the images to use (first N)")

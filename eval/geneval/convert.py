@@ -12,6 +12,10 @@ configs/mask2former/mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.py and the con
 inherits): Swin-S (embed 96, depths 2-2-18-2, heads 3-6-12-24, window 7), a 6-layer
 multi-scale deformable-attention pixel decoder (256 channels, FFN 1024, 8 heads, 3 levels,
 4 points), a 9-layer masked-attention decoder (FFN 2048), 100 queries, 80 classes + no-object.
+`hf_config(state)` reads the sizes (Swin's width, depths, heads and window, the decoders'
+widths, layers and queries) from the checkpoint's shapes, so the same conversion takes a
+Swin Mask2Former of another size in mmdet's layout (the rehearsal's small random one,
+gdmd.rehearsal); the attention heads (8), levels, points and the 80 classes are fixed.
 
 Two layouts differ beyond names (both verified against mmdet itself:
 benchmarks/geneval_mmdet/):
@@ -36,7 +40,7 @@ from gdmd.io import UserError
 # COCO's 80 thing classes in mmdet's CocoDataset.CLASSES order and spelling (the checkpoint's
 # label i); GenEval's evaluation/object_names.txt is the same list with three names spelled
 # out ("computer mouse", "tv remote", "computer keyboard"), which mask2former.map_labels maps
-COCO_NAMES = Path(__file__).with_name("coco_names.txt")
+COCO_NAMES = Path(__file__).parent / "data" / "coco_names.txt"
 
 SWIN_S = dict(embed_dim=96, depths=[2, 2, 18, 2], num_heads=[3, 6, 12, 24], window_size=7, mlp_ratio=4.0)
 DECODER_LAYERS = 9  # transformer_decoder.num_layers
@@ -48,30 +52,159 @@ NUM_QUERIES = 100
 UNUSED = (re.compile(r"backbone\.stages\.\d+\.blocks\.\d+\.attn\.w_msa\.relative_position_index"),)
 
 
-def hf_config():
-    """The official model's architecture as a transformers `Mask2FormerConfig`."""
+def coco_names() -> list[str]:
+    return [n.strip() for n in COCO_NAMES.read_text().splitlines() if n.strip()]
+
+
+def architecture(state: dict[str, torch.Tensor] | None = None) -> dict:
+    """The model's sizes: the official ones, or those read off a checkpoint's shapes."""
+    if state is None:
+        return dict(swin=SWIN_S, encoder_layers=ENCODER_LAYERS, decoder_layers=DECODER_LAYERS, num_queries=NUM_QUERIES,
+                    hidden=256, encoder_ffn=1024, decoder_ffn=2048)  # fmt: skip
+
+    def count(pattern: str) -> int:
+        return len({m[1] for k in state if (m := re.fullmatch(pattern, k))})
+
+    def shape(key: str) -> torch.Size:
+        if key not in state:
+            raise UserError(f"the checkpoint has no {key!r}: not GenEval's Mask2Former layout")
+        return state[key].shape
+
+    stages = count(r"backbone\.stages\.(\d+)\..*")
+    depths = [count(rf"backbone\.stages\.{i}\.blocks\.(\d+)\..*") for i in range(stages)]
+    table = [shape(f"backbone.stages.{i}.blocks.0.attn.w_msa.relative_position_bias_table") for i in range(stages)]
+    embed = shape("backbone.patch_embed.projection.weight")[0]
+    swin = dict(embed_dim=embed, depths=depths, num_heads=[t[1] for t in table], window_size=(round(table[0][0] ** 0.5) + 1) // 2,
+                mlp_ratio=shape("backbone.stages.0.blocks.0.ffn.layers.0.0.weight")[0] / embed)  # fmt: skip
+    return dict(
+        swin=swin,
+        encoder_layers=count(r"panoptic_head\.pixel_decoder\.encoder\.layers\.(\d+)\..*"),
+        decoder_layers=count(r"panoptic_head\.transformer_decoder\.layers\.(\d+)\..*"),
+        num_queries=shape("panoptic_head.query_feat.weight")[0],
+        hidden=shape("panoptic_head.query_feat.weight")[1],
+        encoder_ffn=shape("panoptic_head.pixel_decoder.encoder.layers.0.ffns.0.layers.0.0.weight")[0],
+        decoder_ffn=shape("panoptic_head.transformer_decoder.layers.0.ffns.0.layers.0.0.weight")[0],
+    )
+
+
+def hf_config(state: dict[str, torch.Tensor] | None = None):
+    """The model's architecture as a transformers `Mask2FormerConfig`: the official one, or
+    the sizes of the checkpoint `state` (see `architecture`)."""
     from transformers import Mask2FormerConfig, SwinConfig
 
-    names = [n.strip() for n in COCO_NAMES.read_text().splitlines() if n.strip()]
-    backbone = SwinConfig(**SWIN_S, qkv_bias=True, drop_path_rate=0.3, out_features=["stage1", "stage2", "stage3", "stage4"])
+    a = architecture(state)
+    names = coco_names()
+    backbone = SwinConfig(**a["swin"], qkv_bias=True, drop_path_rate=0.3, out_features=["stage1", "stage2", "stage3", "stage4"])
     return Mask2FormerConfig(
         backbone_config=backbone,
         num_labels=len(names),
         id2label=dict(enumerate(names)),
         label2id={n: i for i, n in enumerate(names)},
-        num_queries=NUM_QUERIES,
-        feature_size=256,
-        mask_feature_size=256,
-        hidden_dim=256,
-        encoder_feedforward_dim=1024,
-        dim_feedforward=2048,
-        encoder_layers=ENCODER_LAYERS,
-        decoder_layers=DECODER_LAYERS + 1,  # transformers builds decoder_layers - 1 layers
+        num_queries=a["num_queries"],
+        feature_size=a["hidden"],
+        mask_feature_size=a["hidden"],
+        hidden_dim=a["hidden"],
+        encoder_feedforward_dim=a["encoder_ffn"],
+        dim_feedforward=a["decoder_ffn"],
+        encoder_layers=a["encoder_layers"],
+        decoder_layers=a["decoder_layers"] + 1,  # transformers builds decoder_layers - 1 layers
         num_attention_heads=8,
         common_stride=4,
         feature_strides=[4, 8, 16, 32],
         no_object_weight=0.1,  # loss_cls class_weight of the no-object class
     )
+
+
+def mmdet_shapes(arch: dict | None = None) -> dict[str, tuple[int, ...]]:
+    """Every key and shape of a Swin Mask2Former checkpoint in mmdet's layout, for the sizes
+    `arch` (`architecture`'s form; default the official ones, which give exactly the
+    official checkpoint's keys: tests/unit/test_geneval_convert.py)."""
+    a = arch or architecture()
+    sw, h = a["swin"], a["hidden"]
+    out: dict[str, tuple[int, ...]] = {}
+
+    def linear(key, n_out, n_in, bias=True):
+        out[f"{key}.weight"] = (n_out, n_in)
+        if bias:
+            out[f"{key}.bias"] = (n_out,)
+
+    def norm(key, n):
+        out[f"{key}.weight"], out[f"{key}.bias"] = (n,), (n,)
+
+    c, w = sw["embed_dim"], sw["window_size"]
+    out["backbone.patch_embed.projection.weight"], out["backbone.patch_embed.projection.bias"] = (c, 3, 4, 4), (c,)
+    norm("backbone.patch_embed.norm", c)
+    widths = [c * 2**i for i in range(len(sw["depths"]))]
+    for i, (depth, heads, d) in enumerate(zip(sw["depths"], sw["num_heads"], widths)):
+        for j in range(depth):
+            b = f"backbone.stages.{i}.blocks.{j}."
+            norm(b + "norm1", d)
+            out[b + "attn.w_msa.relative_position_bias_table"] = ((2 * w - 1) ** 2, heads)
+            out[b + "attn.w_msa.relative_position_index"] = (w * w, w * w)
+            linear(b + "attn.w_msa.qkv", 3 * d, d)
+            linear(b + "attn.w_msa.proj", d, d)
+            norm(b + "norm2", d)
+            linear(b + "ffn.layers.0.0", int(sw["mlp_ratio"] * d), d)
+            linear(b + "ffn.layers.1", d, int(sw["mlp_ratio"] * d))
+        if i < len(widths) - 1:
+            norm(f"backbone.stages.{i}.downsample.norm", 4 * d)
+            linear(f"backbone.stages.{i}.downsample.reduction", 2 * d, 4 * d, bias=False)
+    for i, d in enumerate(widths):
+        norm(f"backbone.norm{i}", d)
+    pd = "panoptic_head.pixel_decoder."
+    for i, d in enumerate(reversed(widths[1:])):  # the three coarsest levels, coarsest first
+        out[f"{pd}input_convs.{i}.conv.weight"], out[f"{pd}input_convs.{i}.conv.bias"] = (h, d, 1, 1), (h,)
+        norm(f"{pd}input_convs.{i}.gn", h)
+    for i in range(a["encoder_layers"]):
+        e = f"{pd}encoder.layers.{i}."
+        linear(e + "attentions.0.sampling_offsets", 8 * 3 * 4 * 2, h)  # heads x levels x points x (x, y)
+        linear(e + "attentions.0.attention_weights", 8 * 3 * 4, h)
+        linear(e + "attentions.0.value_proj", h, h)
+        linear(e + "attentions.0.output_proj", h, h)
+        linear(e + "ffns.0.layers.0.0", a["encoder_ffn"], h)
+        linear(e + "ffns.0.layers.1", h, a["encoder_ffn"])
+        norm(e + "norms.0", h), norm(e + "norms.1", h)
+    out[pd + "level_encoding.weight"] = (3, h)
+    out[pd + "lateral_convs.0.conv.weight"] = (h, widths[0], 1, 1)
+    norm(pd + "lateral_convs.0.gn", h)
+    out[pd + "output_convs.0.conv.weight"] = (h, h, 3, 3)
+    norm(pd + "output_convs.0.gn", h)
+    out[pd + "mask_feature.weight"], out[pd + "mask_feature.bias"] = (h, h, 1, 1), (h,)
+    td = "panoptic_head.transformer_decoder."
+    for i in range(a["decoder_layers"]):
+        t = f"{td}layers.{i}."
+        for k in (0, 1):
+            out[f"{t}attentions.{k}.attn.in_proj_weight"], out[f"{t}attentions.{k}.attn.in_proj_bias"] = (3 * h, h), (3 * h,)
+            linear(f"{t}attentions.{k}.attn.out_proj", h, h)
+        linear(t + "ffns.0.layers.0.0", a["decoder_ffn"], h)
+        linear(t + "ffns.0.layers.1", h, a["decoder_ffn"])
+        for k in range(3):
+            norm(f"{t}norms.{k}", h)
+    norm(td + "post_norm", h)
+    q = a["num_queries"]
+    out["panoptic_head.query_embed.weight"], out["panoptic_head.query_feat.weight"] = (q, h), (q, h)
+    out["panoptic_head.level_embed.weight"] = (3, h)
+    linear("panoptic_head.cls_embed", len(coco_names()) + 1, h)  # 80 classes + no-object
+    for k in (0, 2, 4):
+        linear(f"panoptic_head.mask_embed.{k}", h, h)
+    return out
+
+
+def random_mmdet_state(arch: dict | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A checkpoint state in mmdet's layout with random values (Swin's constant relative
+    position indices exact, normalisation scales near 1): the official layout at the sizes
+    `arch`."""
+    g = torch.Generator().manual_seed(seed)
+    window = (arch or architecture())["swin"]["window_size"]
+    state = {}
+    for key, shape in mmdet_shapes(arch).items():
+        if key.endswith("relative_position_index"):
+            state[key] = relative_position_index(window)
+        elif re.search(r"(norm\d?|gn|norms\.\d)\.weight$", key):
+            state[key] = 1 + torch.randn(shape, generator=g) * 0.02
+        else:
+            state[key] = torch.randn(shape, generator=g) * 0.02
+    return state
 
 
 def unfold_to_swin(w: torch.Tensor) -> torch.Tensor:
@@ -231,7 +364,7 @@ def build_model(state: dict[str, torch.Tensor]):
     """The converted weights in a transformers model (strict: every parameter set)."""
     from transformers import Mask2FormerForUniversalSegmentation
 
-    model = Mask2FormerForUniversalSegmentation(hf_config()).eval()
+    model = Mask2FormerForUniversalSegmentation(hf_config(state)).eval()
     converted = convert(state, window=model.config.backbone_config.window_size)
     expected = model.state_dict()
     # the stem's final norm is never used by the backbone's outputs (transformers ignores it

@@ -1,10 +1,12 @@
 """Write a study's GenEval prompt metadata: `python -m eval.geneval.prompts --source ... --out FILE`.
 
 Sources:
-- `geneval`: GenEval's official prompts (553, six tags), downloaded from the pinned commit
-  of djghosh13/geneval, or read from `--geneval-dir` (a local copy); either way both files
-  must match their pinned sha256. Writes evaluation_metadata.jsonl and, beside it,
-  object_names.txt (the detector's 80 class names).
+- `geneval`: GenEval's official prompts (553, six tags) as shipped with this package
+  (eval/geneval/data/, copied from djghosh13/geneval at a pinned commit), or read from
+  `--geneval-dir` (another local copy); either way both files must match their pinned
+  sha256. Nothing is downloaded, so the job runs on a compute node without internet.
+  Writes evaluation_metadata.jsonl and, beside it, object_names.txt (the detector's 80
+  class names).
 - `shapes`: the shapes world's fixed evaluation set (`gdmd.shapes.prompts`), `--per-tag`
   entries for each of GenEval's six tags, chosen with `--seed`; object_names.txt lists
   the shape classes.
@@ -13,9 +15,6 @@ Sources:
 from __future__ import annotations
 
 import hashlib
-import os
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from gdmd.io import CliParser, UserError, atomic_write_text, run_cli
@@ -24,42 +23,29 @@ from .folder import check_metadata
 
 SOURCES = ("geneval", "shapes")
 
-# djghosh13/geneval, prompts/ (MIT License); unchanged since the first code release
+# djghosh13/geneval, prompts/ (MIT License: data/LICENSE-geneval); unchanged since the first
+# code release. The files are in data/ (data/README.md); these are their pinned hashes.
 GENEVAL_COMMIT = "af4902f24d3ca90ebbb446dd9891a59e0f82725f"
-GENEVAL_URL = os.environ.get(  # overridable for tests of the no-network path
-    "GDMD_GENEVAL_URL", "https://raw.githubusercontent.com/djghosh13/geneval/{commit}/prompts/{name}"
-)
+GENEVAL_DIR = Path(__file__).parent / "data"
 GENEVAL_FILES = {
     "evaluation_metadata.jsonl": "5c48e0813e812e3c373fa5c8ed07a8f0a483be30272b4427b0559c8048e67c13",
     "object_names.txt": "608f6a0e5c8ca1c7a92b818430141fe268c85b7930b50f4160f1d65893b5bacd",
 }
 
 
-def _fetch(name: str, local_dir: Path | None, timeout: float = 60) -> bytes:
-    if local_dir is not None:
-        path = Path(local_dir) / name
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            raise UserError(f"{path}: GenEval file not found") from None
-    url = GENEVAL_URL.format(commit=GENEVAL_COMMIT, name=name)
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.read()
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise UserError(f"{url}: cannot download ({reason}); without network pass --geneval-dir with a local copy") from None
-
-
 def geneval_files(local_dir: Path | None = None) -> dict[str, bytes]:
-    """GenEval's metadata and class names, each checked against its pinned sha256."""
+    """GenEval's metadata and class names (the package's copy, or `local_dir`'s), each
+    checked against its pinned sha256."""
     out = {}
     for name, want in GENEVAL_FILES.items():
-        data = _fetch(name, local_dir)
+        path = Path(local_dir or GENEVAL_DIR) / name
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise UserError(f"{path}: GenEval file not found") from None
         got = hashlib.sha256(data).hexdigest()
-        source = Path(local_dir) / name if local_dir is not None else GENEVAL_URL.format(commit=GENEVAL_COMMIT, name=name)
         if got != want:
-            raise UserError(f"{source}: sha256 {got} does not match the pinned {want}")
+            raise UserError(f"{path}: sha256 {got} does not match the pinned {want} (djghosh13/geneval at {GENEVAL_COMMIT[:7]})")
         out[name] = data
     return out
 
@@ -69,7 +55,7 @@ def main(argv=None):
     p.add_argument("--source", required=True, choices=SOURCES)
     p.add_argument("--per-tag", type=int, default=50, help="shapes: entries per tag")
     p.add_argument("--seed", type=int, default=0, help="shapes: which entries")
-    p.add_argument("--geneval-dir", type=Path, help="geneval: a local copy of GenEval's prompts/ (no download)")
+    p.add_argument("--geneval-dir", type=Path, help="geneval: another copy of GenEval's prompts/ (default: the package's own)")
     p.add_argument("--limit", type=int, help="geneval: keep only the first N prompts of each tag (smoke tests)")
     p.add_argument("--out", required=True, type=Path, help="evaluation_metadata.jsonl to write")
     args = p.parse_args(argv)

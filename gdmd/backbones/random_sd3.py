@@ -12,6 +12,7 @@ output widths follow the transformer (joint_attention_dim, pooled_projection_dim
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 # a few-second model: 4x16x16 latents of 32 px images, 2 blocks
@@ -30,6 +31,19 @@ TINY = {
         pos_embed_max_size=16,
     ),  # fmt: skip
     "vae": dict(block_out_channels=(8, 8), latent_channels=4, norm_num_groups=4, sample_size=32),
+}
+# the rehearsal's teachers (`python -m gdmd.weights <model> --random`): each model's
+# architecture (SD3-M: plain joint blocks; SD3.5: RMS-normed q/k, SD3.5-M's dual-attention
+# blocks) and latent layout (16 channels, the VAE's factor 8) at a width and depth a CPU
+# trains in seconds; 64 px images, 8 x 8 latents
+_SMALL = dict(sample_size=8, patch_size=2, in_channels=16, out_channels=16, num_layers=2, attention_head_dim=16,
+              num_attention_heads=2, joint_attention_dim=64, caption_projection_dim=32, pooled_projection_dim=64,
+              pos_embed_max_size=16)  # fmt: skip
+_SMALL_VAE = dict(block_out_channels=(8, 8, 8, 8), latent_channels=16, norm_num_groups=4, sample_size=64)
+SMALL = {
+    "sd3m": {"transformer": _SMALL, "vae": _SMALL_VAE},
+    "sd35m": {"transformer": {**_SMALL, "qk_norm": "rms_norm", "dual_attention_layers": (0,)}, "vae": _SMALL_VAE},
+    "sd35l": {"transformer": {**_SMALL, "qk_norm": "rms_norm"}, "vae": _SMALL_VAE},
 }
 # SD3.5-Medium's shapes (stabilityai/stable-diffusion-3.5-medium transformer/ and vae/ config.json)
 SD35M = {
@@ -66,11 +80,10 @@ def save_random_pipeline(out: Path, transformer: dict, vae: dict, shift: float =
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
     vocab = {c: i for i, c in enumerate(letters)} | {c + "</w>": 26 + i for i, c in enumerate(letters)}
     vocab |= {"<|startoftext|>": 52, "<|endoftext|>": 53}
-    words = out.parent / f"{out.name}-clip-vocab"
-    words.mkdir(parents=True, exist_ok=True)
-    (words / "vocab.json").write_text(json.dumps(vocab))
-    (words / "merges.txt").write_text("#version: 0.2\n")
-    clip_tok = CLIPTokenizer(str(words / "vocab.json"), str(words / "merges.txt"), model_max_length=77)
+    with tempfile.TemporaryDirectory() as words:  # the tokenizer's source files; it saves its own
+        (Path(words) / "vocab.json").write_text(json.dumps(vocab))
+        (Path(words) / "merges.txt").write_text("#version: 0.2\n")
+        clip_tok = CLIPTokenizer(f"{words}/vocab.json", f"{words}/merges.txt", model_max_length=77)
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(c, -1.0) for c in letters] + [("\u2581", -1.0)]
     t5 = tokenizers.Tokenizer(models.Unigram(pieces, unk_id=2))
     t5.pre_tokenizer, t5.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()

@@ -11,9 +11,10 @@ Per iteration (DMD2, Yin et al. NeurIPS 2024, Alg. 1; tianweiy/DMD2 main/sd_guid
      score's (no CFG);
   4. g = (x0_fake - x0_real) / mean_CHW |x - x0_real|;
   5. L_DMD = 0.5 mean_CHW (x - sg(x - g))^2 (DMD2's mean reduction).
-Generator and fake score start as copies of the teacher. With `ema_decay` > 0 the state
-also keeps an exponential moving average of the generator (DMD2's `ema_decay`), updated
-after every generator update; students are then sampled from it.
+Generator and fake score start as the teacher: full copies, or LoRA adapters on the
+teacher's own frozen weights (gdmd.lora). With `ema_decay` > 0 the state also keeps an
+exponential moving average of the generator (DMD2's `ema_decay`), updated after every
+generator update; students are then sampled from it.
 
 The RL methods compose these pieces (`dmd_term`, `generator_update`, `critic_step`,
 `distribution_matching`): they call `dmd_term` first, so with their RL weight at 0 their
@@ -60,7 +61,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from gdmd.distributed import average_gradients
-from gdmd.lora import with_lora
+from gdmd.lora import add_lora, frozen_copy
 from gdmd.losses import dmd_gradient, dmd_loss, flow_matching_loss, implicit_target, regression_loss
 from gdmd.samplers import euler
 
@@ -213,17 +214,18 @@ def trainable_copy(teacher: torch.nn.Module) -> torch.nn.Module:
 
 
 def make_generator(cfg: DMDConfig):
-    """`teacher -> generator`: a full copy, or the teacher with a LoRA (generator_lora_rank)."""
+    """`teacher -> generator`: a full copy, or a LoRA adapter on the teacher (generator_lora_rank)."""
     if cfg.generator_lora_rank > 0:
         alpha = cfg.generator_lora_alpha or cfg.generator_lora_rank
-        return lambda teacher: with_lora(teacher, cfg.generator_lora_rank, alpha, cfg.lora_targets)
+        return lambda teacher: add_lora(teacher, "generator", cfg.generator_lora_rank, alpha, cfg.lora_targets)
     return trainable_copy
 
 
 def default_fake(cfg: DMDConfig):
-    """`teacher -> fake score`: a full copy, or the teacher with a LoRA (fake_lora_rank)."""
+    """`teacher -> fake score`: a full copy, or a LoRA adapter on the teacher (fake_lora_rank)."""
     if cfg.fake_lora_rank > 0:
-        return lambda teacher: with_lora(teacher, cfg.fake_lora_rank, cfg.fake_lora_alpha or cfg.fake_lora_rank, cfg.lora_targets)
+        alpha = cfg.fake_lora_alpha or cfg.fake_lora_rank
+        return lambda teacher: add_lora(teacher, "fake_score", cfg.fake_lora_rank, alpha, cfg.lora_targets)
     return trainable_copy
 
 
@@ -261,8 +263,13 @@ def setup(
             raise ValueError("the regression loss needs a prompt source for its teacher pairs")
         made = None if pairs_file is None else (pairs_file, pairs_settings(cfg, run))
         pairs = teacher_pairs(cfg, backbone, teacher.eval(), prompt_source, made=made)
-    generator = make_generator(cfg)(teacher)
-    fake_score = (make_fake or default_fake(cfg))(teacher)
+    make_fake = make_fake or default_fake(cfg)
+    if cfg.generator_lora_rank > 0 and cfg.fake_lora_rank == 0:  # the full copy first: one made after
+        fake_score = make_fake(teacher)  # an adapter joined the teacher would carry it
+        generator = make_generator(cfg)(teacher)
+    else:
+        generator = make_generator(cfg)(teacher)
+        fake_score = make_fake(teacher)
     if cfg.gradient_checkpointing:
         for m in (generator, fake_score):
             m.enable_gradient_checkpointing()
@@ -274,7 +281,7 @@ def setup(
     opt_g = optimizer(cfg, [{"params": trainable(generator), "lr": cfg.lr_generator}])
     opt_f = optimizer(cfg, critic_groups)
     timesteps = backbone.generator_timesteps(run.steps)
-    ema = copy.deepcopy(generator).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
+    ema = frozen_copy(generator, "generator_ema") if cfg.ema_decay > 0 else None
     cls = state_class or DMDState
     return cls(cfg, backbone, teacher, generator, fake_score, opt_g, opt_f, timesteps, head, pairs, ema, **fields)
 

@@ -31,13 +31,13 @@ import math
 import torch
 from torch.func import functional_call
 
-from gdmd.lora import lora_layers, lora_scale, set_lora_scale
+from gdmd.lora import lora_scale, set_lora_scale
 
 from . import Batch, dmd, rl
 from .configs import DMDRConfig
 from .dmd_refl import reward_term
 
-__all__ = ["DMDRConfig", "setup", "STEPS", "schedule", "lora_layers"]
+__all__ = ["DMDRConfig", "setup", "STEPS", "schedule"]
 
 
 def cosine(cfg: DMDRConfig, k: int) -> float:
@@ -83,8 +83,8 @@ class Interpolated(torch.nn.Module):
     def __init__(self, teacher, fake, s: float):
         super().__init__()
         self.teacher = teacher
-        fake_params = dict(fake.named_parameters())
-        self.params = {n: p + s * (fake_params[n].detach() - p) for n, p in teacher.named_parameters()}
+        fake_params = dict(fake.named_parameters())  # (a LoRA generator's adapter on the teacher is not the fake's)
+        self.params = {n: p + s * (fake_params[n].detach() - p) for n, p in teacher.named_parameters() if n in fake_params}
 
     def forward(self, *args, **kwargs):
         return functional_call(self.teacher, self.params, args, kwargs)

@@ -36,11 +36,11 @@ L_DMD is `dmd`'s term (its random draws first), so GDMD and DMD share their DMD 
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
 
+from gdmd.lora import frozen_copy
 from gdmd.losses import dmd_gradient, dmd_loss, group_advantages, implicit_target, nft_loss, optimality
 from gdmd.rewards import Rewards
 
@@ -63,10 +63,12 @@ class GDMDState(rl.RewardedState):
 
 
 def setup(cfg: GDMDConfig, run, backbone, teacher, prompt_source=None, pairs_file=None) -> GDMDState:
-    snapshots = None
-    if cfg.group in ("fake", "both"):  # the fake score starts as the teacher, so do its EMAs
-        snapshots = torch.nn.ModuleList(copy.deepcopy(teacher).eval().requires_grad_(False) for _ in cfg.fake_ema_decays)
-    return rl.setup(cfg, run, backbone, teacher, prompt_source, GDMDState, pairs_file=pairs_file, fake_snapshots=snapshots)
+    state = rl.setup(cfg, run, backbone, teacher, prompt_source, GDMDState, pairs_file=pairs_file)
+    if cfg.group in ("fake", "both"):  # EMAs of the fake score, from its start (the teacher)
+        state.fake_snapshots = torch.nn.ModuleList(
+            frozen_copy(state.fake_score, f"fake_snapshot{i}") for i in range(len(cfg.fake_ema_decays))
+        )
+    return state
 
 
 @dataclass

@@ -39,6 +39,8 @@ ClusterName=gdmd-local
 SlurmctldHost=$host
 SlurmUser=root
 AuthType=auth/munge
+# a requeued job waits cred_expire seconds before it starts again (default 120): short here, for the tests
+AuthInfo=cred_expire=10
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres

@@ -146,6 +146,19 @@ def test_longest_training_is_scheduled_first(workdir):
         ({"geneval.backend": "yolo"}, "config: geneval.backend: 'yolo' is not one of shapes, transformers, mmdet"),
         ({"preference.metrics": ["hps"]}, "config: preference.metrics.0: 'hps' is not one of shapes_clipscore, shapes_aesthetic"),
         ({"seeds": []}, "config: seeds: [] should be non-empty"),
+        ({"seeds": [0, 0]}, "config: seeds: [0, 0] has non-unique elements"),
+        (
+            {"runs.teacher-2step.cfg_scale": float("inf")},
+            "config: runs.teacher-2step.cfg_scale: expected a finite number, got inf",
+        ),
+        (
+            {"report": {"reference": ["sd3n.csv"]}},
+            "config: report.reference[0]: 'sd3n.csv' is neither a file nor one of reports/reference/ (sd3m.csv)",
+        ),
+        (
+            {"base": "config/bad.yaml"},
+            "config/bad.yaml: base: 'config/bad.yaml' makes a cycle (config/bad.yaml -> config/bad.yaml)",
+        ),
         # ranges of train: keys (docs/errors.md rows 25-28)
         ({"runs.dmd.train.gen_every": 0}, "runs.dmd.train.gen_every: must be >= 1, got 0"),
         ({"runs.dmd.train.lr_generator": float("nan")}, "runs.dmd.train.lr_generator: expected a finite number, got nan"),
@@ -195,15 +208,6 @@ def _copy_project(path):
     shutil.copytree(ROOT / "config", path / "config")
     (path / "resources").symlink_to(ROOT / "resources")
     return path
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    """The smoke study, run once through the DAG for the tests below."""
-    work = _copy_project(tmp_path_factory.mktemp("smoke"))
-    r = snakemake(work, "--cores", "2", "--configfile", "config/smoke.yaml")
-    assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
-    return work
 
 
 RUNS = ["teacher-8step", "teacher-2step", "dmd", "dmd_nft", "dmd_refl", "dmdr", "gdmd"]

@@ -1,10 +1,13 @@
 """`python -m gdmd.train`: logs, final checkpoint, exact resume after SIGKILL and SIGTERM."""
 
+import contextlib
 import csv
 import json
 import math
 import os
 import random
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -155,6 +158,109 @@ def test_resume_refuses_a_changed_config(reference, tiny_assets, tmp_path):
     assert r.returncode == 2 and "train.lr_fake differs" in r.stderr and "delete" in r.stderr
 
 
+def _stopped_at_6(run, tmp_path):
+    """The reference run stopped at iteration 6 (checkpoints every 3): latest at 6, previous at 3."""
+    work = tmp_path / "seed0" / "work"
+    r = run_cli("gdmd.train", "--run-config", run, "--seed", 0, "--out", tmp_path / "seed0" / "final", "--max-iterations", 6)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert [json.loads((work / d / "state.json").read_text())["iteration"] for d in ("latest", "previous")] == [6, 3]
+    return work
+
+
+def _size(directory):
+    return sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
+
+
+@contextlib.contextmanager
+def _full_disk(directory, room):
+    """Run what the block starts with `room` bytes of disk beside what `directory` holds: a
+    tmpfs mounted over it (root; the contents copied in), else a file-size limit of `room`
+    on the processes (EFBIG instead of ENOSPC). Yields the preexec_fn for subprocess."""
+    import resource
+
+    saved = directory.with_name(directory.name + ".orig")
+    directory.rename(saved)
+    directory.mkdir()
+    mounted = (
+        os.geteuid() == 0
+        and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={_size(saved) + room}", "tmpfs", str(directory)], capture_output=True
+        ).returncode
+        == 0
+    )
+    shutil.copytree(saved, directory, dirs_exist_ok=True)
+    try:
+        yield None if mounted else (lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (room, room)))
+    finally:
+        if mounted:
+            keep = directory.with_name(directory.name + ".after")
+            shutil.copytree(directory, keep)
+            subprocess.run(["umount", str(directory)], check=True)
+            directory.rmdir()
+            keep.rename(directory)
+
+
+def test_full_disk_during_a_checkpoint_stops_with_one_line_and_keeps_the_last_good_one(reference, tmp_path):
+    """The disk fills while the checkpoint of iteration 9 is written: one line naming the
+    work directory and the last good checkpoint (iteration 6), no half-written directory
+    left, latest and previous intact; with room again the run resumes to the same bits."""
+    run, ref_out = reference
+    work = _stopped_at_6(run, tmp_path)
+    latest = work / "latest"
+    room = _size(latest) // 2  # less than one more checkpoint
+    with _full_disk(work, room) as limit:
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        cmd = [
+            sys.executable,
+            "-m",
+            "gdmd.train",
+            "--run-config",
+            str(run),
+            "--seed",
+            "0",
+            "--out",
+            str(tmp_path / "seed0" / "final"),
+        ]
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, preexec_fn=limit)
+    assert r.returncode == 2, r.stderr[-3000:]
+    line = r.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(
+        rf"error: {re.escape(str(latest))}: cannot write the checkpoint \((No space left on device|File too large).*\); "
+        rf"training stopped at iteration 9 in {re.escape(str(work))}, last good checkpoint {re.escape(str(latest))} \(iteration 6\)",
+        line,
+    ), line
+    assert sorted(p.name for p in work.iterdir()) == ["attempts.log", "latest", "metrics.csv", "previous"]
+    assert [json.loads((work / d / "state.json").read_text())["iteration"] for d in ("latest", "previous")] == [6, 3]
+    r = run_cli("gdmd.train", "--run-config", run, "--seed", 0, "--out", tmp_path / "seed0" / "final")
+    assert r.returncode == 0 and "resuming dmd seed 0 from iteration 6" in r.stdout, r.stderr[-3000:]
+    _assert_identical(tmp_path / "seed0" / "final", ref_out)
+
+
+def test_an_unreadable_latest_checkpoint_falls_back_to_the_previous_one(reference, tmp_path):
+    run, ref_out = reference
+    work = _stopped_at_6(run, tmp_path)
+    tensors = work / "latest" / "tensors.safetensors"
+    tensors.write_bytes(tensors.read_bytes()[: tensors.stat().st_size // 2])  # a copy cut short
+    r = run_cli("gdmd.train", "--run-config", run, "--seed", 0, "--out", tmp_path / "seed0" / "final")
+    assert r.returncode == 0, r.stderr[-3000:]
+    warning = (
+        f"warning: {work / 'latest'} cannot be read (tensors.safetensors: incomplete metadata, file not fully covered): "
+        f"resuming from {work / 'previous'} (iteration 3), the unreadable one kept as {work / 'latest.unreadable'}"
+    )
+    assert warning in r.stderr.splitlines() and "resuming dmd seed 0 from iteration 3" in r.stdout
+    _assert_identical(tmp_path / "seed0" / "final", ref_out)
+    # with both unreadable, one line, and nothing is started over silently
+    work2 = _stopped_at_6(run, tmp_path / "b")
+    for d in ("latest", "previous"):
+        (work2 / d / "state.json").write_text("{")
+    r = run_cli("gdmd.train", "--run-config", run, "--seed", 0, "--out", tmp_path / "b" / "seed0" / "final")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert (
+        f"{work2 / 'latest'} cannot be read (state.json: " in r.stderr
+        and f"nor can {work2 / 'previous'} (state.json: " in r.stderr
+    )
+
+
 def _straight_and_resumed(tmp_path, assets, train, method="dmd"):
     """Train the run straight through, and again stopped at iteration 3 and resumed; assert
     the two final checkpoints are bit-identical; return the straight run's directory."""
@@ -278,3 +384,11 @@ def test_gradient_average_is_the_mean_over_processes(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_slurm_time_left_is_parsed_in_every_squeue_form():
+    from gdmd.train import parse_slurm_duration
+
+    assert parse_slurm_duration("3:00") == 180 and parse_slurm_duration("00:00:05") == 5
+    assert parse_slurm_duration("1-02:03:04") == 86400 + 2 * 3600 + 3 * 60 + 4
+    assert all(parse_slurm_duration(t) is None for t in ("UNLIMITED", "NOT_SET", "INVALID", "", "1-x:00", "1:2:3:4"))

@@ -14,6 +14,7 @@ import time
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from ..conftest import ROOT
@@ -83,16 +84,15 @@ def test_srun_gpu_sets_cuda_visible_devices(cluster):
     assert r.returncode == 0 and r.stdout.strip() in {"0", "1"}, r.stderr
 
 
-def test_smoke_study_through_slurm_equals_local(cluster, tmp_path):
-    local = make_workdir(tmp_path / "local")
-    r = snakemake(local, "--cores", "2", "--configfile", "config/smoke.yaml")
-    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    counts = job_counts(r.stdout + r.stderr)
-
+def test_smoke_study_through_slurm_equals_local(cluster, smoke, tmp_path):
+    """SLURM_RUNS of the smoke study through sbatch: every job but the localrules is a SLURM
+    job, GPU rules get a GPU, and the table's rows are the local run's (the `smoke`
+    fixture: the whole smoke study), to the last digit."""
     slurm = make_workdir(tmp_path / "slurm")
     r = snakemake(slurm, "--profile", PROFILE, "--configfile", "config/smoke.yaml")
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
+    counts = job_counts(out)
     jobs = submitted_jobs(out)
     n_local = sum(n for rule, n in counts.items() if rule in LOCAL_RULES)
     assert len(jobs) == counts["total"] - n_local  # every job but the workflow's localrules went through sbatch
@@ -102,9 +102,9 @@ def test_smoke_study_through_slurm_equals_local(cluster, tmp_path):
         assert ("gres:gpu:1" in info) == (rule in GPU_RULES), (rule, info)
     for sampling in (slurm / "results" / "smoke" / "samples").glob("*/seed*/sampling.json"):
         assert yaml.safe_load(sampling.read_text())["cuda_visible_devices"] in {"0", "1"}
-    a = pd.read_csv(local / "results" / "smoke" / "tables" / "main.csv")
-    b = pd.read_csv(slurm / "results" / "smoke" / "tables" / "main.csv")
-    pd.testing.assert_frame_equal(a, b)
+    a = pd.read_csv(smoke / "results" / "smoke" / "tables" / "main.csv").set_index("run").loc[list(SLURM_RUNS)]
+    b = pd.read_csv(slurm / "results" / "smoke" / "tables" / "main.csv").set_index("run").loc[list(SLURM_RUNS)]
+    pd.testing.assert_frame_equal(a, b, check_dtype=False, check_exact=True)  # (a column of zeros reads as int)
 
 
 def _train_rows(workdir):
@@ -125,9 +125,15 @@ def _train_job():
 
 
 def test_preemption_resumes_training_and_changes_nothing(cluster, tmp_path):
+    """Three SIGTERMs (scancel, as preemption sends) at random iterations of a training job:
+    each saves and the next submission resumes; the final checkpoint is bit for bit the
+    uninterrupted run's (made locally)."""
+    from safetensors.torch import load_file
+
     train = {"iterations": 40, "checkpoint_every": 4}
+    final = "results/smoke/train/dmd/seed0/final"
     ref = make_workdir(tmp_path / "ref", **train)
-    r = snakemake(ref, "--cores", "2", "--configfile", "config/smoke.yaml")
+    r = snakemake(ref, final, "--cores", "2", "--configfile", "config/smoke.yaml")
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
 
     work = make_workdir(tmp_path / "preempted", **train)
@@ -135,7 +141,7 @@ def test_preemption_resumes_training_and_changes_nothing(cluster, tmp_path):
     kill_points = sorted(rng.sample(range(5, 36), 3))
     for k in kill_points:
         env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
-        cmd = [str(BIN / "snakemake"), "-s", str(ROOT / "workflow" / "Snakefile"), "--directory", str(work),
+        cmd = [str(BIN / "snakemake"), "-s", str(ROOT / "workflow" / "Snakefile"), "--directory", str(work), final,
                "--profile", str(PROFILE), "--configfile", "config/smoke.yaml"]  # fmt: skip
         proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         t0 = time.time()
@@ -148,7 +154,7 @@ def test_preemption_resumes_training_and_changes_nothing(cluster, tmp_path):
         subprocess.run(["scancel", job], check=True)
         out, _ = proc.communicate(timeout=600)
         assert proc.returncode != 0, out[-2000:]
-    r = snakemake(work, "--profile", PROFILE, "--configfile", "config/smoke.yaml")
+    r = snakemake(work, final, "--profile", PROFILE, "--configfile", "config/smoke.yaml")
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     # the rule log holds the last attempt; the work directory's attempts.log all of them
     log = (work / "results" / "smoke" / "logs" / "train" / "dmd" / "seed0.log").read_text()
@@ -159,26 +165,53 @@ def test_preemption_resumes_training_and_changes_nothing(cluster, tmp_path):
     # each attempt resumed near where it was killed: SIGTERM saves on the spot, at worst
     # the periodic checkpoint before it (every 4 iterations) is used
     assert all(abs(k - i) <= 4 for k, i in zip(kill_points, resumed)), (kill_points, resumed)
-    a = pd.read_csv(ref / "results" / "smoke" / "tables" / "main.csv")
-    b = pd.read_csv(work / "results" / "smoke" / "tables" / "main.csv")
-    pd.testing.assert_frame_equal(a, b)
+    a, b = load_file(ref / final / "tensors.safetensors"), load_file(work / final / "tensors.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_time_limit_warning_saves_and_the_retry_resumes(cluster, tmp_path):
-    """A training job submitted with a 2-minute limit and USR1 60 s before it (the profile's
-    slurm_extra with a shorter lead; SLURM sends it up to a minute early) gets the signal
-    through the executor, saves and exits; Snakemake resubmits it (retries) and it resumes
-    where it saved, until done. (That a resumed run is bit-identical to an uninterrupted one
-    is tested in tests/integration/test_train.py and by the preemption test above.)"""
-    iterations = 450  # about 2 minutes of training here: more than one attempt (the signal comes ~45 s in)
+def _job_info(job_id: int) -> dict[str, str]:
+    out = subprocess.run(["scontrol", "show", "job", str(job_id)], capture_output=True, text=True).stdout
+    return dict(re.findall(r"(\w+)=(\S*)", out))
+
+
+def test_a_training_past_two_time_limits_requeues_itself_with_the_same_resources(cluster, tmp_path, monkeypatch):
+    """A training job submitted with a 2-minute limit stops itself 80 s before it
+    (GDMD_STOP_MARGIN), saves and requeues itself (`scontrol requeue`): the same SLURM job,
+    so the same memory and time request, starts again and resumes where it saved, until done.
+    The USR1 warning (here 10 s before the limit; SLURM may send it up to 60 s early) comes
+    after the stop, as the profile's 120 s comes after the default margin of 300 s.
+    Snakemake's retries are 0 here, so no resubmission can be what finished it. (That a
+    resumed run is bit-identical to an uninterrupted one is tested in
+    tests/integration/test_train.py and by the preemption test above.)"""
+    monkeypatch.setenv("GDMD_STOP_MARGIN", "80")  # jobs get the submitting environment (sbatch --export=ALL)
+    iterations = 220  # about 60 s of training here, in windows of 15-25 s: three attempts at least
     work = make_workdir(tmp_path / "w", iterations=iterations, checkpoint_every=10 * iterations)
     r = snakemake(work, "results/smoke/train/dmd/seed0/final", "--profile", PROFILE, "--configfile", "config/smoke.yaml",
-                  "--retries", "8", "--set-resources", "train:runtime=2", "train:slurm_extra='--signal=USR1@60'",
-                  timeout=1500)  # fmt: skip
-    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+                  "--retries", "0", "--set-resources", "train:runtime=2", "train:mem_mb=1500",
+                  "train:slurm_extra='--signal=USR1@10'", timeout=1500)  # fmt: skip
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
     history = (work / "results" / "smoke" / "train" / "dmd" / "seed0" / "work" / "attempts.log").read_text()
-    saves = [int(x) for x in re.findall(r"received signal 10: saved .* at iteration (\d+), exiting", history)]
+    saves = [int(x) for x in re.findall(r"s left before the job's time limit: saved .* at iteration (\d+), exiting", history)]
+    requeued = re.findall(r"requeued SLURM job (\d+):", history)
     resumed = [int(x) for x in re.findall(r"resuming dmd seed 0 from iteration (\d+)", history)]
-    assert saves and resumed == saves, history  # every save on USR1 is where the next attempt resumed
+    assert len(saves) >= 2 and resumed == saves and len(requeued) == len(saves), history  # each save resumed
+    assert "received signal" not in history, history  # stopped before the warning came
+    jobs = [j for j, rule in submitted_jobs(out).items() if rule == "train"]
+    assert len(jobs) == 1 and set(requeued) == {str(jobs[0])}, (jobs, requeued)  # one submission, requeued
+    info = _job_info(jobs[0])
+    assert info["Restarts"] == str(len(saves)) and info["JobState"] == "COMPLETED", info
+    assert info["MinMemoryNode"] == "1500M" and info["TimeLimit"] == "00:02:00", info
     assert _train_rows(work) == iterations
     assert (work / "results" / "smoke" / "train" / "dmd" / "seed0" / "final" / "tensors.safetensors").is_file()
+
+
+def test_the_cluster_profile_keeps_training_resources_across_attempts():
+    """A resubmitted training (a real failure; time limits requeue themselves) asks for what
+    the first attempt asked for: multi-day runs must not grow their memory request."""
+    cfg = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    train = cfg["set-resources"]["train"]
+    assert "attempt" not in str(train["mem_mb"]) and "attempt" not in str(train["runtime"]), train
+    assert cfg["slurm-requeue"] is True and "--signal=USR1@" in train["slurm_extra"]
+    local = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    assert local["slurm-requeue"] is True and local["set-resources"]["train"]["slurm_extra"] == train["slurm_extra"]

@@ -19,10 +19,10 @@ from eval.geneval.convert import build_model, convert, hf_config, relative_posit
 from eval.geneval.mask2former import MEAN, PAD_VALUE, STD, TransformersMask2Former, batches_by_size, map_labels, preprocess
 from gdmd.io import UserError
 
-from ..conftest import ROOT, SHARED_DATA, run_cli
+from ..conftest import GENEVAL_DATA, ROOT, run_cli
 
 KEYS = json.loads((ROOT / "tests" / "data" / "geneval_mmdet_keys.json").read_text())
-NAMES = [n.strip() for n in (SHARED_DATA / "geneval" / "object_names.txt").read_text().splitlines() if n.strip()]
+NAMES = [n.strip() for n in (GENEVAL_DATA / "object_names.txt").read_text().splitlines() if n.strip()]
 MMDET_VENV = Path(os.environ.get("GDMD_MMDET_VENV", ROOT / ".mmdet" / "venv"))
 
 
@@ -42,6 +42,22 @@ def official_state(seed: int = 0) -> dict[str, torch.Tensor]:
 def converted():
     state = official_state()
     return state, build_model(state)
+
+
+def test_the_layout_generator_gives_the_official_keys_and_a_smaller_model_converts():
+    """`mmdet_shapes` at the official sizes is the official checkpoint's key list (mmdet's
+    own, tests/data); at other sizes its random state converts into a model of those sizes."""
+    from eval.geneval.convert import architecture, mmdet_shapes, random_mmdet_state
+
+    assert {k: list(v) for k, v in mmdet_shapes().items()} == KEYS
+    small = {**architecture(), "swin": dict(embed_dim=16, depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4], window_size=7,
+                                            mlp_ratio=2.0), "hidden": 32, "encoder_layers": 1, "decoder_layers": 2,
+             "num_queries": 10, "encoder_ffn": 64, "decoder_ffn": 64}  # fmt: skip
+    state = random_mmdet_state(small, seed=1)
+    assert architecture(state) == small
+    model = build_model(state)
+    assert model.config.num_queries == 10 and model.config.backbone_config.depths == [1, 1, 2, 1]
+    assert sum(p.numel() for p in model.parameters()) < 2e6
 
 
 def test_every_official_key_is_mapped_and_every_parameter_set(converted):
@@ -131,6 +147,8 @@ def test_config_matches_the_official_architecture():
     cfg = hf_config()
     assert cfg.backbone_config.depths == [2, 2, 18, 2] and cfg.backbone_config.num_heads == [3, 6, 12, 24]
     assert cfg.decoder_layers - 1 == 9 and cfg.encoder_layers == 6 and cfg.num_queries == 100
+    # the sizes read off the official checkpoint's shapes are the official config's
+    assert hf_config(official_state()).to_dict() == cfg.to_dict()
     # the checkpoint's label i is line i of GenEval's object_names.txt (mmdet spells three differently)
     assert map_labels(cfg.id2label, NAMES) == dict(enumerate(NAMES))
 
@@ -168,7 +186,7 @@ def test_converted_checkpoint_detects_exactly_as_mmdet(tmp_path):
     out = tmp_path / "result.json"
     # the first 4 images (the benchmark runs all 24, non-square ones included)
     verify.main(["--venv", str(MMDET_VENV), "--work", str(tmp_path / "work"), "--images", "4", "--out", str(out),
-                 "--object-names", str(SHARED_DATA / "geneval" / "object_names.txt")])  # fmt: skip
+                 "--object-names", str(GENEVAL_DATA / "object_names.txt")])  # fmt: skip
     s = json.loads(out.read_text())["summary"]
     assert s["agree"] and s["detections_mmdet"] == 4 * 100 and s["max_box_px"] <= 1.0
     assert s["rows_same_correct"] == s["rows"] and 0 < s["rows_correct_mmdet"] < s["rows"]

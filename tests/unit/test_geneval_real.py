@@ -12,9 +12,9 @@ from eval.geneval.folder import read_metadata, write_prompt_folder
 from eval.geneval.mask2former import instances, map_labels, mask_boxes, resized_size
 from gdmd.io import UserError
 
-from ..conftest import SHARED_DATA, run_cli
+from ..conftest import GENEVAL_DATA as GENEVAL
+from ..conftest import run_cli
 
-GENEVAL = SHARED_DATA / "geneval"
 NAMES = [n.strip() for n in (GENEVAL / "object_names.txt").read_text().splitlines() if n.strip()]
 COCO_HF = [{"computer mouse": "mouse", "tv remote": "remote", "computer keyboard": "keyboard"}.get(n, n) for n in NAMES]
 
@@ -39,9 +39,11 @@ def test_malformed_metadata_names_the_line(tmp_path):
         read_metadata(p)
 
 
-def test_prompts_fetch_checks_sha256(tmp_path):
+def test_prompts_check_sha256(tmp_path):
+    """The package's own copy by default (no network, no folder outside the clone), or
+    another copy; either is checked against the pinned hashes."""
     out = tmp_path / "p" / "evaluation_metadata.jsonl"
-    r = run_cli("eval.geneval.prompts", "--source", "geneval", "--geneval-dir", GENEVAL, "--out", out)
+    r = run_cli("eval.geneval.prompts", "--source", "geneval", "--out", out)
     assert r.returncode == 0, r.stderr
     assert out.read_bytes() == (GENEVAL / "evaluation_metadata.jsonl").read_bytes()
     assert (out.parent / "object_names.txt").read_text().splitlines() == NAMES
@@ -51,14 +53,19 @@ def test_prompts_fetch_checks_sha256(tmp_path):
     (bad / "object_names.txt").write_bytes((GENEVAL / "object_names.txt").read_bytes())
     r = run_cli("eval.geneval.prompts", "--source", "geneval", "--geneval-dir", bad, "--out", tmp_path / "q.jsonl")
     assert r.returncode == 2 and "does not match the pinned 5c48e08" in r.stderr and not (tmp_path / "q.jsonl").exists()
+    r = run_cli("eval.geneval.prompts", "--source", "geneval", "--geneval-dir", tmp_path / "none", "--out", tmp_path / "q.jsonl")
+    assert r.returncode == 2 and "none/evaluation_metadata.jsonl: GenEval file not found" in r.stderr
 
 
-def test_prompts_without_network_is_a_clear_error(tmp_path):
-    r = run_cli(
-        "eval.geneval.prompts", "--source", "geneval", "--out", tmp_path / "p.jsonl",
-        env={"GDMD_GENEVAL_URL": "http://127.0.0.1:9/{commit}/{name}"},
-    )  # fmt: skip
-    assert r.returncode == 2 and "cannot download" in r.stderr and "--geneval-dir" in r.stderr
+def test_shipped_prompt_files_are_geneval_s():
+    """The package's copies are the pinned files, with GenEval's licence notice beside them."""
+    import hashlib
+
+    from eval.geneval.prompts import GENEVAL_DIR, GENEVAL_FILES
+
+    for name, sha in GENEVAL_FILES.items():
+        assert hashlib.sha256((GENEVAL_DIR / name).read_bytes()).hexdigest() == sha, name
+    assert "Copyright (c) 2023 Dhruba Ghosh" in (GENEVAL_DIR / "LICENSE-geneval").read_text()
 
 
 def test_labels_map_onto_object_names():

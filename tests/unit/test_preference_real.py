@@ -15,17 +15,20 @@ from safetensors.torch import save_file
 from torchvision import transforms as T
 
 from eval.preference import SCORERS, get_scorer
-from eval.preference.offline import char_clip_tokenizer, clip_bpe_tokenizer_files
+from eval.preference.offline import (
+    BERT_WORDS,
+    aesthetic_mlp_state,
+    char_clip_tokenizer,
+    clip_bpe_tokenizer_files,
+    imagereward_state,
+    med_config,
+    write_bert_vocab,
+    write_open_clip_configs,
+)
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
 PROMPTS = ["a photo of a cat", "two red apples on a table", "a dog left of a bench"]
-
-TINY_CLIP = {
-    "embed_dim": 16,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
-}
 
 
 @pytest.fixture()
@@ -40,10 +43,7 @@ def open_clip_registry(tmp_path, monkeypatch):
     import open_clip.factory as factory
 
     saved = dict(factory._MODEL_CONFIGS)
-    cfg_dir = tmp_path / "open_clip_configs"
-    cfg_dir.mkdir()
-    (cfg_dir / "ViT-H-14.json").write_text(json.dumps(TINY_CLIP))
-    (cfg_dir / "ViT-L-14-quickgelu.json").write_text(json.dumps({**TINY_CLIP, "quick_gelu": True}))
+    cfg_dir = write_open_clip_configs(tmp_path / "open_clip_configs")
     monkeypatch.setenv("GDMD_OPEN_CLIP_CONFIGS", str(cfg_dir))
     open_clip.add_model_config(cfg_dir)
     yield cfg_dir
@@ -129,12 +129,7 @@ def test_clipscore_parity(open_clip_registry, tmp_path, images):
 
 def test_aesthetic_parity(open_clip_registry, tmp_path, images):
     model, path, tf = _openai_clip(tmp_path)
-    torch.manual_seed(3)
-    dims = [16, 1024, 128, 64, 16, 1]
-    state = {}
-    for i, (a, b) in zip([0, 2, 4, 6, 7], zip(dims[:-1], dims[1:])):
-        state[f"layers.{i}.weight"] = torch.randn(b, a) / math.sqrt(a)
-        state[f"layers.{i}.bias"] = torch.randn(b) * 0.1
+    state = aesthetic_mlp_state(16, torch.Generator().manual_seed(3))
     mlp = tmp_path / "sac+logos+ava1-l14-linearMSE.pth"
     torch.save(state, mlp)
     got = get_scorer("aesthetic", {"clip_l14": str(path), "aesthetic_mlp": str(mlp)}).score(images, PROMPTS)
@@ -218,50 +213,6 @@ def test_clip_bpe_tokenizer_files_tokenize_as_open_clip(tmp_path):
 DV, DT, HV, HT, PATCH, SIZE, LV, LT, VOCAB = 128, 24, 2, 2, 8, 32, 2, 2, 40  # HV = DV / 64, as BLIP's ViTs
 
 
-def _official_imagereward_state():
-    """Random weights under the official ImageReward.pt names (BLIP ViT + BERT med + MLP)."""
-    g = torch.Generator().manual_seed(5)
-
-    def r(*shape, scale=0.2):
-        return torch.randn(*shape, generator=g) * scale
-
-    n = (SIZE // PATCH) ** 2
-    sd = {
-        "blip.visual_encoder.cls_token": r(1, 1, DV),
-        "blip.visual_encoder.pos_embed": r(1, n + 1, DV),
-        "blip.visual_encoder.patch_embed.proj.weight": r(DV, 3, PATCH, PATCH, scale=0.05),
-        "blip.visual_encoder.patch_embed.proj.bias": r(DV),
-        "blip.visual_encoder.norm.weight": 1 + r(DV),
-        "blip.visual_encoder.norm.bias": r(DV),
-    }
-    for i in range(LV):
-        p = f"blip.visual_encoder.blocks.{i}."
-        sd.update({p + "norm1.weight": 1 + r(DV), p + "norm1.bias": r(DV), p + "norm2.weight": 1 + r(DV), p + "norm2.bias": r(DV),
-                   p + "attn.qkv.weight": r(3 * DV, DV), p + "attn.qkv.bias": r(3 * DV), p + "attn.proj.weight": r(DV, DV),
-                   p + "attn.proj.bias": r(DV), p + "mlp.fc1.weight": r(2 * DV, DV), p + "mlp.fc1.bias": r(2 * DV),
-                   p + "mlp.fc2.weight": r(DV, 2 * DV), p + "mlp.fc2.bias": r(DV)})  # fmt: skip
-    t = "blip.text_encoder."
-    sd.update({t + "embeddings.word_embeddings.weight": r(VOCAB, DT), t + "embeddings.position_embeddings.weight": r(64, DT),
-               t + "embeddings.LayerNorm.weight": 1 + r(DT), t + "embeddings.LayerNorm.bias": r(DT),
-               t + "embeddings.position_ids": torch.arange(64)[None]})  # fmt: skip
-    for i in range(LT):
-        p = f"{t}encoder.layer.{i}."
-        for att, kv in (("attention", DT), ("crossattention", DV)):
-            sd.update({p + f"{att}.self.query.weight": r(DT, DT), p + f"{att}.self.query.bias": r(DT),
-                       p + f"{att}.self.key.weight": r(DT, kv), p + f"{att}.self.key.bias": r(DT),
-                       p + f"{att}.self.value.weight": r(DT, kv), p + f"{att}.self.value.bias": r(DT),
-                       p + f"{att}.output.dense.weight": r(DT, DT), p + f"{att}.output.dense.bias": r(DT),
-                       p + f"{att}.output.LayerNorm.weight": 1 + r(DT), p + f"{att}.output.LayerNorm.bias": r(DT)})  # fmt: skip
-        sd.update({p + "intermediate.dense.weight": r(2 * DT, DT), p + "intermediate.dense.bias": r(2 * DT),
-                   p + "output.dense.weight": r(DT, 2 * DT), p + "output.dense.bias": r(DT),
-                   p + "output.LayerNorm.weight": 1 + r(DT), p + "output.LayerNorm.bias": r(DT)})  # fmt: skip
-    dims = [DT, 1024, 128, 64, 16, 1]
-    for i, (a, b) in zip([0, 2, 4, 6, 7], zip(dims[:-1], dims[1:])):
-        sd[f"mlp.layers.{i}.weight"] = r(b, a, scale=1 / math.sqrt(a))
-        sd[f"mlp.layers.{i}.bias"] = r(b, scale=0.1)
-    return sd
-
-
 def _ref_imagereward(sd, pixels, ids, mask):
     """ImageReward's forward written out from the BLIP ViT, BLIP's BERT (med.py) and the MLP."""
 
@@ -316,23 +267,11 @@ def _ref_imagereward(sd, pixels, ids, mask):
 
 @pytest.fixture()
 def imagereward_files(tmp_path):
-    sd = _official_imagereward_state()
+    sd = imagereward_state(DV, DT, PATCH, SIZE, LV, LT, VOCAB)
     torch.save(sd, tmp_path / "ImageReward.pt")
-    # BLIP's med_config.json (configs/med_config.json of salesforce/BLIP, which ImageReward ships),
-    # verbatim but for the sizes of this tiny model; its encoder_width (768) is not the
-    # vision width: the original ignores it and so must we
-    med = {"architectures": ["BertModel"], "attention_probs_dropout_prob": 0.1, "hidden_act": "gelu",
-           "hidden_dropout_prob": 0.1, "hidden_size": DT, "initializer_range": 0.02, "intermediate_size": 2 * DT,
-           "layer_norm_eps": 1e-12, "max_position_embeddings": 64, "model_type": "bert", "num_attention_heads": HT,
-           "num_hidden_layers": LT, "pad_token_id": 0, "type_vocab_size": 2, "vocab_size": VOCAB, "encoder_width": 768,
-           "add_cross_attention": True}  # fmt: skip
-    (tmp_path / "med_config.json").write_text(json.dumps(med))
-    tok = tmp_path / "bert"
-    tok.mkdir()
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "photo", "of", "cat", "two", "red", "apples", "on", "table",
-             "dog", "left", "bench", "the"]  # fmt: skip
-    (tok / "vocab.txt").write_text("\n".join(words) + "\n")
-    (tok / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
+    (tmp_path / "med_config.json").write_text(json.dumps(med_config(DT, LT, VOCAB)))
+    tok = write_bert_vocab(tmp_path / "bert")
+    assert len(BERT_WORDS) < VOCAB
     weights = {"imagereward": str(tmp_path / "ImageReward.pt"), "imagereward_med_config": str(tmp_path / "med_config.json"),
                "bert_tokenizer": str(tok)}  # fmt: skip
     return sd, weights
@@ -365,11 +304,7 @@ def test_every_real_scorer_has_finite_nonzero_gradients(open_clip_registry, tmp_
     hps = tmp_path / "HPS.pt"
     torch.save({"state_dict": open_clip.create_model("ViT-H-14").state_dict()}, hps)
     _, clip_path, _ = _openai_clip(tmp_path)
-    mlp = {
-        f"layers.{i}.weight": torch.randn(b, a) * 0.1
-        for i, (a, b) in zip([0, 2, 4, 6, 7], [(16, 1024), (1024, 128), (128, 64), (64, 16), (16, 1)])
-    }
-    mlp.update({f"layers.{i}.bias": torch.zeros(b) for i, b in zip([0, 2, 4, 6, 7], [1024, 128, 64, 16, 1])})
+    mlp = aesthetic_mlp_state(16, torch.Generator().manual_seed(6))
     torch.save(mlp, tmp_path / "mlp.pth")
     weights = {"hpsv2": str(hps), "hpsv21": str(hps), "clip_l14": str(clip_path), "aesthetic_mlp": str(tmp_path / "mlp.pth"),
                **imagereward_files[1]}  # fmt: skip

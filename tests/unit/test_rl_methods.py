@@ -113,14 +113,17 @@ def test_dynadg_full_weight_fake_equals_the_lora_fake(tiny_assets):
     from peft.tuners.lora import LoraLayer
 
     state = make(tiny_assets, "dmdr", fake_lora_rank=4, fake_lora_scale=2.0)
+    adapter = state.fake_score.name
     torch.manual_seed(2)
     with torch.no_grad():
-        for layer in dmdr.lora_layers(state.fake_score):
-            layer.lora_B["default"].weight.normal_(0, 0.1)  # a trained-looking, non-zero LoRA
-    merged = copy.deepcopy(state.teacher)
-    for name, module in state.fake_score.named_modules():
+        for layer in state.teacher.modules():
+            if isinstance(layer, LoraLayer):
+                layer.lora_B[adapter].weight.normal_(0, 0.1)  # a trained-looking, non-zero LoRA
+    merged = copy.deepcopy(state.teacher)  # the teacher holds the adapter: merge it, then drop it
+    for name, module in state.teacher.named_modules():
         if isinstance(module, LoraLayer):
-            merged.get_submodule(name).weight.data += module.get_delta_weight("default")
+            merged.get_submodule(name).base_layer.weight.data += module.get_delta_weight(adapter)
+    merged.delete_adapters([adapter])
     bb = state.backbone
     x, t, cond = bb.noise_like(3), torch.tensor([0.2, 0.5, 0.9]), bb.encode_prompts(CAPTIONS[:3])
     with torch.no_grad():

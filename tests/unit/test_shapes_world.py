@@ -2,7 +2,6 @@
 
 import collections
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +10,9 @@ from eval.geneval import judge, select
 from gdmd.shapes import prompts, world
 from gdmd.shapes.detector import detect, scene_detections, truth
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "geneval" / "evaluation_metadata.jsonl"
+from ..conftest import GENEVAL_DATA
+
+OFFICIAL = GENEVAL_DATA / "evaluation_metadata.jsonl"
 
 
 # -- renderer --------------------------------------------------------------------------
@@ -67,7 +68,7 @@ def test_evaluation_set_has_geneval_schema_and_balance():
 
 def test_templates_match_geneval_official_file():
     """Every shapes prompt uses a template that also generates GenEval's own prompts."""
-    official = [json.loads(line) for line in SHARED.read_text().splitlines()]
+    official = [json.loads(line) for line in OFFICIAL.read_text().splitlines()]
 
     def template(r):
         text = r["prompt"]

@@ -1,6 +1,8 @@
 """Study configs: `base:` and `like:` resolution (recipes written once), the shipped
 configs' resolved runs, run settings."""
 
+import json
+
 import pytest
 import yaml
 
@@ -37,7 +39,7 @@ def test_base_extends_runs_and_replaces_other_keys(tmp_path):
     assert out["study"] == "big" and out["seeds"] == [0, 1] and "base" not in out
     assert list(out["runs"]) == ["t", "d", "e"]  # the base's order, then the new runs
     assert out["runs"]["d"] == {"method": "teacher", "steps": 8} == out["runs"]["e"]
-    with pytest.raises(UserError, match="includes itself"):
+    with pytest.raises(UserError, match=r"base.yaml: base: .* makes a cycle \(.*base.yaml -> .*base.yaml\)"):
         base.write_text(yaml.safe_dump({"base": str(base)}))
         resolve({"base": str(base)})
 
@@ -69,3 +71,37 @@ def test_shipped_studies_share_one_recipe():
             }, name
     settings = run_settings(abl, "gdmd-raw")
     assert settings["method"] == "dmd_nft" and settings["weights"]["clip"] == "resources/shapes/clip"
+
+
+# what a rehearsal may change of the study it rehearses: sizes (and the paths that hold them)
+REHEARSAL_SIZES = {
+    ("backbone_options", "resolution"), ("prompts", "limit"), ("prompts", "images_per_prompt"), ("sampling", "batch_size"),
+    ("seeds",),
+}  # fmt: skip
+REHEARSAL_TRAIN_SIZES = {"iterations", "batch_size", "checkpoint_every", "cold_start", "dyn_steps", "captions_sha256"}
+
+
+@pytest.mark.parametrize("rehearsal", ["rehearsal.yaml", "rehearsal-ci.yaml"])
+def test_the_rehearsal_is_sd3m_at_other_sizes(rehearsal):
+    """Every run, method, metric, rule and recipe key of config/sd3m.yaml, unchanged; only
+    sizes differ (and every student run is resized)."""
+    sd3m = resolve(read_yaml(ROOT / "config" / "sd3m.yaml"))
+    r = resolve(read_yaml(ROOT / "config" / rehearsal))
+
+    def strip(study):
+        study = json.loads(json.dumps(study))
+        for path in REHEARSAL_SIZES:
+            node = study
+            for k in path[:-1]:
+                node = node.get(k, {})
+            node.pop(path[-1], None)
+        for run in study["runs"].values():
+            for k in REHEARSAL_TRAIN_SIZES:
+                run.get("train", {}).pop(k, None)
+        return study
+
+    assert strip(r) == strip(sd3m)
+    students = {name: run["train"] for name, run in r["runs"].items() if run["method"] != "teacher"}
+    assert set(students) == {name for name, run in sd3m["runs"].items() if run["method"] != "teacher"}
+    assert all(t["iterations"] <= 10 and t["batch_size"] <= 4 for t in students.values())
+    assert all(t.get("cold_start", 0) < t["iterations"] for t in students.values())  # DMDR's hinge runs in it

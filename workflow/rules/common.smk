@@ -245,13 +245,25 @@ def reference_args():
 
 
 def reference_files():
+    """The files of report.reference: a path, or a name in reports/reference/ (checked at
+    parse time, so a misspelt name fails before any job runs)."""
+    from gdmd.io import UserError
     from reports.tables import REFERENCE_DIR
 
     files = []
-    for spec in REPORT.get("reference", []):
+    for i, spec in enumerate(REPORT.get("reference", [])):
         path = Path(spec.partition(":")[0])
-        files.append(str(path if path.exists() else REFERENCE_DIR / path))
+        found = path if path.exists() else REFERENCE_DIR / path
+        if not found.is_file():
+            known = ", ".join(sorted(p.name for p in REFERENCE_DIR.glob("*.csv")))
+            raise UserError(
+                f"config: report.reference[{i}]: {str(path)!r} is neither a file nor one of reports/reference/ ({known})"
+            )
+        files.append(str(found))
     return files
+
+
+reference_files()
 
 
 def reward_metrics():
