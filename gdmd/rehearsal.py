@@ -46,7 +46,7 @@ import sys
 import time
 from pathlib import Path
 
-from .io import CliParser, UserError, atomic_path, atomic_write_json, run_cli
+from .io import CliParser, UserError, atomic_path, atomic_write_json, provenance, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -189,7 +189,7 @@ def rehearse(work: Path, config: Path, export_run: str = "gdmd") -> dict:
     for name, sec in jobs.items():
         r = rules.setdefault(name.split("/")[0], {"jobs": 0, "total_s": 0.0, "max_s": 0.0})
         r["jobs"], r["total_s"], r["max_s"] = r["jobs"] + 1, round(r["total_s"] + sec, 2), max(r["max_s"], sec)
-    summary = {"config": cfg, "phases_s": times, "rules_s": rules, "jobs_s": jobs}
+    summary = {"config": cfg, "phases_s": times, "rules_s": rules, "jobs_s": jobs, **provenance()}
     atomic_write_json(work / "rehearsal.json", summary)
     print(json.dumps(times))
     return summary
